@@ -1,0 +1,31 @@
+# The two front doors: `make demo` and `make test`. Both create .venv when missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Everything runs offline: models and data are local or generated.
+export HF_HUB_OFFLINE=1
+export TRANSFORMERS_OFFLINE=1
+export HF_DATASETS_OFFLINE=1
+export TOKENIZERS_PARALLELISM=false
+export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
+# xtuner re-launches `python`/`torchrun` from PATH: make it the venv's.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: demo test install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip install -q --disable-pip-version-check pytest pytest-timeout
+	touch $@
+
+demo: install
+	bash script/demo.sh
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf .demo work_dirs

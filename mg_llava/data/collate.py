@@ -1,0 +1,67 @@
+"""Batch collation: padding, attention mask, and the visual-slot layout the model scatters into.
+
+Each sample's input_ids already hold IMAGE_TOKEN_INDEX in its T + n_obj visual slots (the dataset
+expanded the single <image> token). Here we compute `visual_index`, which maps the batch's visual
+slots, in row-major order, to rows of cat(image_tokens.flatten(0, 1), object_tokens) — so the model
+places everything with one gather and one masked_scatter.
+"""
+import torch
+from xtuner.utils import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+
+
+def _as_long(x):
+    return x if isinstance(x, torch.Tensor) else torch.tensor(x, dtype=torch.long)
+
+
+def mg_llava_collate_fn(instances, pad_index=0, padding_side='right', return_hf_format=False):
+    """instances: dicts with input_ids (L_i,), optional labels (L_i,), and for image samples
+    pixel_values (3,s,s), optional pixel_values_aux (3,S,S), boxes (n_i,4), num_image_tokens T.
+
+    Returns {'data': dict, 'data_samples': None} with input_ids/labels/attention_mask/position_ids (B,L),
+    pixel_values (N_img,3,s,s) or None, pixel_values_aux, boxes (K,4), box_batch_index (K,),
+    visual_index (V,), num_image_tokens (int) and ids (list).
+    """
+    ids = [_as_long(x['input_ids']) for x in instances]
+    has_labels = all('labels' in x for x in instances)
+    bsz, max_len = len(ids), max(len(x) for x in ids)
+    input_ids = torch.full((bsz, max_len), pad_index, dtype=torch.long)
+    labels = torch.full((bsz, max_len), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((bsz, max_len), dtype=torch.bool)
+    position_ids = torch.zeros((bsz, max_len), dtype=torch.long)
+    for i, x in enumerate(instances):
+        n = len(ids[i])
+        sl = slice(0, n) if padding_side == 'right' else slice(max_len - n, max_len)
+        input_ids[i, sl] = ids[i]
+        attention_mask[i, sl] = True
+        position_ids[i, sl] = torch.arange(n)
+        if has_labels:
+            labels[i, sl] = _as_long(x['labels'])
+
+    images = [x for x in instances if x.get('pixel_values') is not None]
+    data = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                labels=labels if has_labels else None, pixel_values=None, ids=[x.get('id') for x in instances])
+    if images:
+        tokens_per_image = {int(x['num_image_tokens']) for x in images}
+        if len(tokens_per_image) != 1:
+            raise ValueError(f'samples disagree on num_image_tokens: {sorted(tokens_per_image)}')
+        t = tokens_per_image.pop()
+        boxes = [x['boxes'] if x.get('boxes') is not None else torch.zeros(0, 4) for x in images]
+        counts = [len(b) for b in boxes]
+        n_img, obj_base = len(images), len(images) * t
+        parts, obj_offset = [], 0
+        for j, (x, n_obj) in enumerate(zip(images, counts)):
+            slots = int((_as_long(x['input_ids']) == IMAGE_TOKEN_INDEX).sum())
+            if slots != t + n_obj:
+                raise ValueError(f'sample {x.get("id")!r}: {slots} visual slots for {t} image + {n_obj} object tokens')
+            parts += [torch.arange(j * t, (j + 1) * t), torch.arange(obj_offset, obj_offset + n_obj) + obj_base]
+            obj_offset += n_obj
+        data.update(
+            pixel_values=torch.stack([x['pixel_values'] for x in images]),
+            pixel_values_aux=(torch.stack([x['pixel_values_aux'] for x in images])
+                              if images[0].get('pixel_values_aux') is not None else None),
+            boxes=torch.cat([torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]),
+            box_batch_index=torch.repeat_interleave(torch.arange(n_img), torch.tensor(counts, dtype=torch.long)),
+            visual_index=torch.cat(parts), num_image_tokens=t)
+    if return_hf_format:
+        return data
+    return {'data': data, 'data_samples': None}
