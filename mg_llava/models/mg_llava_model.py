@@ -102,6 +102,12 @@ class MGLLaVAModel(BaseModel):
         if pretrained_pth is not None:
             self.load_pretrained(pretrained_pth)
 
+    @property
+    def num_image_tokens(self):
+        """T, image tokens per image given by the low-res tower (CLIP drops its CLS token)."""
+        cfg = self.visual_encoder.config
+        return (cfg.image_size // cfg.patch_size) ** 2
+
     # ------------------------------------------------------------------ construction helpers
     @staticmethod
     def _add_lora(module, lora_cfg, use_activation_checkpointing):
