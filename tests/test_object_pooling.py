@@ -58,8 +58,7 @@ def make_boxes(S, n_random=24, seed=0):
         [60., 60., 40., 40.],                  # reversed: roi clamps to 1 fine px
     ])
     xy = torch.rand(n_random, 2, generator=g) * 1.3 * S - 0.2 * S
-    wh = torch.exp(torch.rand(n_random, 2, generator=g) * torch.log(torch.tensor(26. * S)) + torch.log(
-        torch.tensor(0.05)))  # log-uniform in [0.05, 1.3 S]
+    wh = 0.05 * (26. * S) ** torch.rand(n_random, 2, generator=g)  # log-uniform in [0.05, 1.3 S]
     return torch.cat([special, torch.cat([xy, xy + wh], 1)], 0)
 
 

@@ -19,7 +19,7 @@ def mg_llava_collate_fn(instances, pad_index=0, padding_side='right', return_hf_
 
     Returns {'data': dict, 'data_samples': None} with input_ids/labels/attention_mask/position_ids (B,L),
     pixel_values (N_img,3,s,s) or None, pixel_values_aux, boxes (K,4), box_batch_index (K,),
-    visual_index (V,), num_image_tokens (int) and ids (list).
+    visual_index (V,), num_image_tokens and max_boxes_per_image (ints: no host sync in the model), ids.
     """
     ids = [_as_long(x['input_ids']) for x in instances]
     has_labels = all('labels' in x for x in instances)
@@ -61,7 +61,7 @@ def mg_llava_collate_fn(instances, pad_index=0, padding_side='right', return_hf_
                               if images[0].get('pixel_values_aux') is not None else None),
             boxes=torch.cat([torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]),
             box_batch_index=torch.repeat_interleave(torch.arange(n_img), torch.tensor(counts, dtype=torch.long)),
-            visual_index=torch.cat(parts), num_image_tokens=t)
+            visual_index=torch.cat(parts), num_image_tokens=t, max_boxes_per_image=max(counts))
     if return_hf_format:
         return data
     return {'data': data, 'data_samples': None}

@@ -202,7 +202,9 @@ class MGLLaVAModel(BaseModel):
         if self.bbox_projector is not None:
             pooled = pool_object_features(stages, data['boxes'], data['box_batch_index'],
                                           image_size=data['pixel_values_aux'].shape[-1],
-                                          mode=self.object_pooling, output_size=self.object_pool_size)
+                                          mode=self.object_pooling, output_size=self.object_pool_size,
+                                          max_boxes_per_image=data.get('max_boxes_per_image'),
+                                          boxes_in_frame=True)  # preprocess_boxes clamps to [0, S]
             tokens.append(self.bbox_projector(pooled.to(dtype)))
         return torch.cat(tokens)
 

@@ -42,18 +42,20 @@ def _compute_dtype(stage_maps):
     return torch.float64 if any(m.dtype == torch.float64 for m in stage_maps) else torch.float32
 
 
-def _axis_weights(lo, hi, scale, size, pooled):
+def _axis_weights(lo, hi, scale, size, pooled, in_frame=False):
     """Mean RoIAlign (aligned=False, adaptive grid) weights along one axis.
 
     lo, hi: (K,) box coordinates in input pixels. Returns (K, size): the average over the pooled*grid
     samples of torchvision's 1-D bilinear weights (invalid samples still count in the denominator).
+    in_frame: boxes lie inside the input frame, so ceil(size/pooled) bounds the grid without a host sync.
     """
     K = lo.shape[0]
     start = lo * scale
     roi = torch.clamp(hi * scale - start, min=1.0)  # same op order as the kernel: end - start
     bin_size = roi / pooled
     grid = torch.ceil(roi / pooled)  # >= 1 because roi >= 1
-    gmax = int(grid.max().item())  # one host sync; pads the per-box sample grid
+    # pads the per-box sample grid; a static bound for in-frame boxes, else one host sync
+    gmax = max(1, math.ceil(size / pooled)) if in_frame else int(grid.max().item())
     p = torch.arange(pooled, device=lo.device, dtype=lo.dtype)[None, :, None]
     i = torch.arange(gmax, device=lo.device, dtype=lo.dtype)[None, None, :]
     st, bs, gr = start[:, None, None], bin_size[:, None, None], grid[:, None, None]
@@ -86,23 +88,24 @@ def _upsample_matrix(out_size, in_size, dtype, device):
     return U
 
 
-def _slots(batch_index, B):
-    """Slot of each box inside its image (0..n_b-1, input order kept) and Kmax = max_b n_b."""
+def _slots(batch_index, B, kmax=None):
+    """Slot of each box inside its image (0..n_b-1, input order kept) and Kmax = max_b n_b
+    (given by the caller, e.g. the collate, to avoid a host sync)."""
     K = batch_index.shape[0]
     counts = torch.bincount(batch_index, minlength=B)
     order = torch.argsort(batch_index, stable=True)
     starts = torch.cumsum(counts, 0) - counts
     slot = torch.empty_like(batch_index)
     slot[order] = torch.arange(K, device=batch_index.device) - starts[batch_index[order]]
-    return slot, int(counts.max().item())
+    return slot, int(counts.max().item()) if kmax is None else kmax
 
 
-def _exact(stage_maps, boxes, bidx, image_size, pooled, dtype):
+def _exact(stage_maps, boxes, bidx, image_size, pooled, dtype, kmax=None, in_frame=False):
     B, _, H0, W0 = stage_maps[0].shape
     s0 = H0 / image_size
-    a = _axis_weights(boxes[:, 1], boxes[:, 3], s0, H0, pooled)  # (K, H0)
-    c = _axis_weights(boxes[:, 0], boxes[:, 2], s0, W0, pooled)  # (K, W0)
-    slot, kmax = _slots(bidx, B)
+    a = _axis_weights(boxes[:, 1], boxes[:, 3], s0, H0, pooled, in_frame)  # (K, H0)
+    c = _axis_weights(boxes[:, 0], boxes[:, 2], s0, W0, pooled, in_frame)  # (K, W0)
+    slot, kmax = _slots(bidx, B, kmax)
     outs = []
     for X in stage_maps:
         _, C, h, w = X.shape
@@ -160,7 +163,8 @@ def _fast(stage_maps, boxes, bidx, image_size, pooled, dtype):
     return torch.cat(outs, dim=1) * (fx * fy)[:, None]
 
 
-def pool_object_features(stage_maps, boxes, batch_index, image_size, mode='exact', output_size=56):
+def pool_object_features(stage_maps, boxes, batch_index, image_size, mode='exact', output_size=56,
+                         max_boxes_per_image=None, boxes_in_frame=False):
     """Pool one token per box from multi-stage maps.
 
     stage_maps: list of (B, C_k, H_k, W_k), stage 0 the finest; boxes: (K, 4) xyxy in pixels of the
@@ -168,6 +172,8 @@ def pool_object_features(stage_maps, boxes, batch_index, image_size, mode='exact
     Returns (K, sum_k C_k) in box order, float32 (float64 if any map is float64).
     mode 'exact': reference semantics (module docstring) without the upsampled map; 'fast': one native
     roi_align per stage (approximate, see module docstring). Boxes are not differentiated.
+    max_boxes_per_image / boxes_in_frame (boxes within [0, image_size], as preprocessing guarantees) let
+    `exact` run without host syncs.
     """
     dtype = _compute_dtype(stage_maps)
     device = stage_maps[0].device
@@ -177,7 +183,7 @@ def pool_object_features(stage_maps, boxes, batch_index, image_size, mode='exact
     boxes = boxes.detach().to(device=device, dtype=dtype)
     bidx = batch_index.to(device=device, dtype=torch.long)
     if mode == 'exact':
-        return _exact(stage_maps, boxes, bidx, image_size, output_size, dtype)
+        return _exact(stage_maps, boxes, bidx, image_size, output_size, dtype, max_boxes_per_image, boxes_in_frame)
     if mode == 'fast':
         return _fast(stage_maps, boxes, bidx, image_size, output_size, dtype)
     raise ValueError(f"mode must be 'exact' or 'fast', got {mode!r}")
@@ -208,7 +214,7 @@ def benchmark(device='cpu', B=2, boxes_per_image=30, image_size=768, channels=(1
         maps.append(F.interpolate(low, size=(side, side), mode='bilinear', align_corners=False).to(device))
     K = B * boxes_per_image
     xy = torch.rand(K, 2, generator=g) * image_size * 0.9
-    wh = torch.exp(torch.rand(K, 2, generator=g) * math.log(image_size)) .clamp(max=image_size)
+    wh = torch.exp(torch.rand(K, 2, generator=g) * math.log(image_size)).clamp(max=image_size)
     boxes = torch.cat([xy, (xy + wh).clamp(max=image_size)], 1).to(device)
     bidx = torch.arange(K) % B  # interleaved images
     bidx = bidx.to(device)
