@@ -23,6 +23,25 @@ def _trusted_local_loader(filename, map_location):
     return torch.load(filename, map_location=map_location, weights_only=False)
 
 
+def bitsandbytes_usable():
+    """xtuner pins bitsandbytes 0.45.0, whose import fails next to triton>=3.2 ('No module named triton.ops')."""
+    try:
+        import bitsandbytes  # noqa: F401
+        return True
+    except Exception:  # noqa: BLE001 - any import failure means: unusable here
+        return False
+
+
+def hide_broken_bitsandbytes():
+    """peft's LoRA dispatch imports bitsandbytes whenever it is installed; when that import is broken, tell
+    peft it is absent so plain LoRA still works (QLoRA then needs a working bitsandbytes, on a GPU)."""
+    if bitsandbytes_usable():
+        return
+    import peft.tuners.lora.model as lora_model
+    lora_model.is_bnb_available = lambda: False
+    lora_model.is_bnb_4bit_available = lambda: False
+
+
 def apply():
     """Install the CPU shims once. Called on `import mg_llava`."""
     global _PATCHED

@@ -231,3 +231,28 @@ def test_token_count_mismatch_is_a_clear_error():
     batch['num_image_tokens'] = 9
     with pytest.raises(ValueError, match='image tokens per image'):
         model.encode_visual(batch)
+
+
+def test_supervised_only_logits_equal_full_hf_loss():
+    model = tiny_model(freeze_llm=False).train()
+    samples = [make_sample(3, 4, n_obj=2, seed=11), make_sample(5, 2, image=False, seed=12),
+               make_sample(1, 6, n_obj=3, seed=13)]
+    batch = mg_llava_collate_fn(samples, return_hf_format=True)
+    torch.manual_seed(0)
+    fused = model(batch, mode='loss')['loss']
+    fused.backward()
+    g_fused = model.projector.model[0].weight.grad.clone()
+    model.zero_grad()
+    model.supervised_only_logits = False
+    full = model(batch, mode='loss')['loss']
+    full.backward()
+    torch.testing.assert_close(fused, full)
+    torch.testing.assert_close(g_fused, model.projector.model[0].weight.grad)
+
+
+def test_trainable_vit_has_no_parameter_without_gradient():
+    model = tiny_model(freeze_visual_encoder=False, freeze_llm=False).train()
+    batch = mg_llava_collate_fn([make_sample(2, 3, n_obj=2, seed=14)], return_hf_format=True)
+    model(batch, mode='loss')['loss'].backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []

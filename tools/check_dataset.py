@@ -56,7 +56,7 @@ def build_dataset(cfg):
     ds_cfg['on_bad_sample'] = 'skip'
     dataset = BUILDER.build(ds_cfg)
     if not isinstance(dataset, MGLLaVADataset):
-        raise TypeError(f'train_dataloader.dataset is a {type(dataset).__name__}, not an MGLLaVADataset')
+        sys.exit(f'train_dataloader.dataset is a {type(dataset).__name__}, not an MGLLaVADataset')
     return dataset
 
 
@@ -132,15 +132,15 @@ def check_samples(dataset, report, max_samples=None):
 
 def print_summary(dataset, rows, scanned):
     T = dataset.num_image_tokens
-    n_image = sum(r[1] for r in rows)
     text = np.array([r[2] for r in rows] or [0])
     objs = np.array([r[3] for r in rows if r[1]] or [0])
     total = [r[2] + (T + r[3] if r[1] else 0) for r in rows] or [0]
     k = int(np.argmax(total))
     print('\nSUMMARY')
     print(f'  samples: {len(dataset) + len(dataset.problems)} in {dataset.data_path} '
-          f'({len(dataset.problems)} dropped at build time, {scanned} scanned, {len(rows)} clean)')
-    print(f'  image samples: {n_image}, text-only: {len(rows) - n_image}  (clean, scanned)')
+          f'({len(dataset.problems)} dropped at build time; {scanned} scanned, {len(rows)} measured below)')
+    n_image = sum(im is not None for im in dataset.text['image'])
+    print(f'  image samples: {n_image}, text-only: {len(dataset) - n_image}  (of the {len(dataset)} kept)')
     print(f'  text tokens: mean {text.mean():.1f}, max {text.max()}')
     print(f'  object tokens per image: mean {objs.mean():.1f}, max {objs.max()}'
           + ('' if dataset.boxes is not None else '  (no box json: no object tokens)'))
@@ -163,7 +163,7 @@ def main(argv=None):
     cfg.merge_from_dict(args.cfg_options)
     try:
         dataset = build_dataset(cfg)
-    except (DataError, OSError, TypeError) as e:   # unreadable data/box file: nothing else can be checked
+    except (DataError, OSError) as e:   # unreadable data/box file: nothing else can be checked
         print(f'cannot build the dataset: {type(e).__name__}: {e}')
         print('FAILED: 1 errors')
         return 1

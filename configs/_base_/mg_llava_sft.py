@@ -27,10 +27,11 @@ model.update(freeze_llm=False, pretrained_pth=pretrained_pth)
 #                      PART 3  Dataset & Dataloader                   #
 #######################################################################
 train_dataset.update(data_path=data_path, image_folder=image_folder, box_json_path=box_json_path)
-train_dataloader.update(
-    batch_size=batch_size, dataset=train_dataset,
-    sampler=dict(type=LengthGroupedSampler, length_property='modality_length',
-                 per_device_batch_size=batch_size * accumulative_counts))
+train_dataloader.update(batch_size=batch_size, dataset=train_dataset)
+# Assigned, not update()d: ConfigDict.update merges nested dicts and would keep DefaultSampler's `shuffle`,
+# which LengthGroupedSampler does not accept.
+train_dataloader.sampler = dict(type=LengthGroupedSampler, length_property='modality_length',
+                                per_device_batch_size=batch_size * accumulative_counts)
 
 #######################################################################
 #                    PART 4  Scheduler & Optimizer                    #

@@ -19,7 +19,7 @@ def mg_llava_collate_fn(instances, pad_index=0, padding_side='right', return_hf_
 
     Returns {'data': dict, 'data_samples': None} with input_ids/labels/attention_mask/position_ids (B,L),
     pixel_values (N_img,3,s,s) or None, pixel_values_aux, boxes (K,4), box_batch_index (K,),
-    visual_index (V,), num_image_tokens and max_boxes_per_image (ints: no host sync in the model), ids.
+    visual_index (V,), supervised_index (N_sup,), num_image_tokens and max_boxes_per_image (ints: no host sync in the model), ids.
     """
     ids = [_as_long(x['input_ids']) for x in instances]
     has_labels = all('labels' in x for x in instances)
@@ -40,6 +40,9 @@ def mg_llava_collate_fn(instances, pad_index=0, padding_side='right', return_hf_
     images = [x for x in instances if x.get('pixel_values') is not None]
     data = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                 labels=labels if has_labels else None, pixel_values=None, ids=[x.get('id') for x in instances])
+    if has_labels:
+        # flat positions of labels[:, 1:] that carry loss: the model runs the LM head only there
+        data['supervised_index'] = (labels[:, 1:].reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
     if images:
         tokens_per_image = {int(x['num_image_tokens']) for x in images}
         if len(tokens_per_image) != 1:

@@ -8,6 +8,7 @@ Tokenisation runs once at build time (or is read from `offline_processed_text_fo
 length used for grouping (text + T + estimated object tokens).
 """
 import json
+import logging
 import os.path as osp
 
 import numpy as np
@@ -72,7 +73,9 @@ def tokenize_conversation(record, tokenizer, template, max_length):
         return dict(input_ids=[], labels=[], error=f'cannot tokenise conversation: {type(e).__name__}: {e}')
     n_img = out['input_ids'].count(IMAGE_TOKEN_INDEX)
     error = ''
-    if record.get('image') is not None and n_img != 1:
+    if not conv['conversation']:
+        error = 'no supervised token: the conversation has no "gpt" answer turn'
+    elif record.get('image') is not None and n_img != 1:
         error = ('the <image> token was cut by max_length' if n_img == 0 else f'{n_img} <image> tokens')
     elif record.get('image') is None and n_img:
         error = '<image> token in a sample without "image"'
@@ -150,7 +153,7 @@ class MGLLaVADataset(torch.utils.data.Dataset):
             self.skipped[why] = self.skipped.get(why, 0) + 1
         if problems:
             print_log(f'{self.data_path}: skipped {len(problems)} bad samples: {self.skipped}', 'current',
-                      level='WARNING')
+                      level=logging.WARNING)
             keep = sorted(set(range(len(text))) - set(bad))
             text = text.select(keep)
         return text, problems
@@ -178,10 +181,10 @@ class MGLLaVADataset(torch.utils.data.Dataset):
             except (DataError, ImageError, BoxError) as e:
                 if self.on_bad_sample == 'error':
                     raise
-                why = type(e).__name__
+                why = getattr(e, 'kind', type(e).__name__)
                 self.skipped[why] = self.skipped.get(why, 0) + 1
                 print_log(f'skipping bad sample ({sum(self.skipped.values())} so far): {e}', 'current',
-                          level='WARNING')
+                          level=logging.WARNING)
         raise DataError(self.data_path, None, 'too many consecutive bad samples')
 
     def load_sample(self, i):
@@ -193,7 +196,7 @@ class MGLLaVADataset(torch.utils.data.Dataset):
         try:
             views = preprocess_image(load_image(image_path), self.spec)
         except ImageError as e:
-            raise DataError(self.data_path, f'id {sid!r}', str(e)) from None
+            raise DataError(self.data_path, f'id {sid!r}', str(e), kind='unreadable image') from None
         sample = dict(id=sid, pixel_values=views['pixel_values'], num_image_tokens=self.num_image_tokens)
         n_obj = 0
         if self.spec.image_size_aux:
@@ -201,14 +204,15 @@ class MGLLaVADataset(torch.utils.data.Dataset):
             if self.boxes is not None:
                 entry = self.boxes.get(sid)
                 if entry is None:
-                    raise DataError(self.box_json_path, f'id {sid!r}', 'no box entry for this image sample')
+                    raise DataError(self.box_json_path, f'id {sid!r}', 'no box entry for this image sample',
+                                    kind='missing box entry')
                 try:
                     boxes, _, _ = preprocess_boxes(entry['boxes'], entry['labels'], entry['scores'],
                                                    views['orig_size'], self.spec, text_len=len(input_ids),
                                                    max_length=self.max_length,
                                                    skip_bad=self.on_bad_sample == 'skip')
                 except BoxError as e:
-                    raise DataError(self.box_json_path, f'id {sid!r}', str(e)) from None
+                    raise DataError(self.box_json_path, f'id {sid!r}', str(e), kind='bad boxes') from None
                 sample['boxes'] = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
                 n_obj = len(sample['boxes'])
         sample['input_ids'], sample['labels'] = expand_visual_slots(input_ids, labels, self.num_image_tokens + n_obj)

@@ -10,11 +10,13 @@ cat(image_tokens, object_tokens) fills it, so the model needs no per-sample loop
 The class name keeps "LLaVAModel": `xtuner convert pth_to_hf` keys on it.
 """
 import contextlib
+import logging
 import os.path as osp
 from collections import OrderedDict
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from peft import get_peft_model, prepare_model_for_kbit_training
@@ -26,6 +28,9 @@ from .fusion import ConvGateFusion
 from .object_pooling import pool_object_features
 from .projector import MLPProjector
 from .towers import low_res_features
+
+# Causal LMs whose logits are exactly lm_head(final hidden state) (no soft-capping / logit scaling).
+PLAIN_HEAD_MODELS = ('llama', 'mistral', 'mixtral', 'qwen2', 'qwen2_moe', 'phi3', 'internlm2', 'yi')
 
 # Modules whose weights are always trained, hence always in checkpoints and exports.
 ADAPTER_MODULES = ('projector', 'fuse_module', 'bbox_projector')
@@ -54,7 +59,8 @@ class MGLLaVAModel(BaseModel):
                  visual_select_layer=-2, projector_depth=2, use_fusion=True, fusion_resample=True,
                  use_object_tokens=True, object_pooling='exact', object_pool_size=56,
                  llm_lora=None, visual_encoder_lora=None, use_activation_checkpointing=True,
-                 pretrained_pth=None, max_new_tokens=100):
+                 pretrained_pth=None, max_new_tokens=100, adapter_dtype=torch.float32,
+                 supervised_only_logits=True):
         super().__init__()
         self.build_cfg = dict(llm=llm, visual_encoder=visual_encoder, visual_encoder_aux=visual_encoder_aux,
                               tokenizer=tokenizer)
@@ -74,7 +80,7 @@ class MGLLaVAModel(BaseModel):
             raise ValueError(f"object_pooling must be 'exact' or 'fast', got {object_pooling!r}")
 
         vis_dim, llm_dim = self.visual_encoder.config.hidden_size, self.llm.config.hidden_size
-        dtype = self.visual_encoder.dtype
+        dtype = adapter_dtype  # trained adapters keep fp32 weights even when towers/LLM are bf16 (AMP casts)
         self.projector = MLPProjector(vis_dim, llm_dim, projector_depth).to(dtype)
         self.fuse_module = self.bbox_projector = None
         if self.visual_encoder_aux is not None:
@@ -84,6 +90,8 @@ class MGLLaVAModel(BaseModel):
             if use_object_tokens:
                 self.bbox_projector = MLPProjector(sum(chans), llm_dim, projector_depth).to(dtype)
 
+        self.supervised_only_logits = supervised_only_logits
+        self._freeze_unused_vit_layers()
         if freeze_llm:
             self.llm.requires_grad_(False)
         if freeze_visual_encoder:
@@ -111,12 +119,26 @@ class MGLLaVAModel(BaseModel):
     # ------------------------------------------------------------------ construction helpers
     @staticmethod
     def _add_lora(module, lora_cfg, use_activation_checkpointing):
+        from mg_llava.compat import hide_broken_bitsandbytes
+        hide_broken_bitsandbytes()
         lora = _build(lora_cfg)
         if getattr(module, 'is_loaded_in_4bit', False) or getattr(module, 'is_loaded_in_8bit', False):
             module = prepare_model_for_kbit_training(module, use_activation_checkpointing)
         if lora.target_modules is None:
             lora.target_modules = find_all_linear_names(module)
         return get_peft_model(module, lora)
+
+    def _freeze_unused_vit_layers(self):
+        """Layers after `visual_select_layer` (and the final LayerNorm) never run: freeze them so a trainable
+        ViT has no parameter without gradient (DDP would fail) and nothing useless in checkpoints."""
+        vm = getattr(self.visual_encoder, 'vision_model', self.visual_encoder)
+        layers = vm.encoder.layers
+        n_run = len(layers) + 1 + self.visual_select_layer if self.visual_select_layer < 0 else self.visual_select_layer
+        for layer in layers[n_run:]:
+            layer.requires_grad_(False)
+        for name in ('post_layernorm', 'head'):
+            if getattr(vm, name, None) is not None:
+                getattr(vm, name).requires_grad_(False)
 
     def _frozen_towers(self):
         towers = []
@@ -172,7 +194,7 @@ class MGLLaVAModel(BaseModel):
         unexpected = [k for k in ckpt if k not in own]
         if unexpected:
             print_log(f'{path}: ignoring {len(unexpected)} keys unknown to this model, e.g. {unexpected[:6]}',
-                      'current', level='WARNING')
+                      'current', level=logging.WARNING)
         nn.Module.load_state_dict(self, {k: v for k, v in ckpt.items() if k in own}, strict=False)
         print_log(f'Loaded {len(ckpt) - len(unexpected)} tensors from {path}', 'current')
 
@@ -226,15 +248,33 @@ class MGLLaVAModel(BaseModel):
 
     def forward(self, data, data_samples=None, mode='loss'):
         if mode == 'loss':
-            out = self.llm(inputs_embeds=self.embed_inputs(data), attention_mask=data['attention_mask'],
-                           position_ids=data.get('position_ids'), labels=data['labels'], use_cache=False)
-            return {'loss': out.loss}
+            return {'loss': self.compute_loss(data)}
         if mode == 'tensor':
             return self.llm(inputs_embeds=self.embed_inputs(data), attention_mask=data['attention_mask'],
                             position_ids=data.get('position_ids'), use_cache=False).logits
         if mode in ('predict', 'generate'):
             return [{'prediction': p} for p in self.generate(data)]
         raise NotImplementedError(f'unknown mode {mode!r}')
+
+    def compute_loss(self, data):
+        """Token-mean next-token cross-entropy over the batch (HF semantics).
+
+        With `supervised_only_logits` the LM head and the fp32 log-softmax run only on the positions the
+        collate listed in `supervised_index` (typically a quarter of the sequence after 576+ visual tokens),
+        instead of materialising (B, L, vocab) logits. Used for decoder LMs whose head is a plain linear layer.
+        """
+        embeds = self.embed_inputs(data)
+        idx = data.get('supervised_index')
+        if not (self.supervised_only_logits and idx is not None
+                and getattr(self.llm.config, 'model_type', None) in PLAIN_HEAD_MODELS):
+            return self.llm(inputs_embeds=embeds, attention_mask=data['attention_mask'],
+                            position_ids=data.get('position_ids'), labels=data['labels'], use_cache=False).loss
+        hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=data['attention_mask'],
+                                        position_ids=data.get('position_ids'), use_cache=False)[0]
+        h = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, idx)  # (N_sup, H)
+        logits = self.llm.get_output_embeddings()(h).float()
+        targets = data['labels'][:, 1:].reshape(-1).index_select(0, idx)
+        return F.cross_entropy(logits, targets)
 
     @torch.no_grad()
     def generate(self, data, max_new_tokens=None, **kwargs):

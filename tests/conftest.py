@@ -1,0 +1,31 @@
+"""Shared session fixtures: a tiny generated shapes world and tiny offline assets (tokenizer + models).
+
+Both are built once per test session under pytest's tmp dir. Treat them as read-only: a test that needs
+to break or edit data copies what it changes into its own tmp_path.
+"""
+import os
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')  # before anything imports transformers
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def tiny_world(tmp_path_factory):
+    """generate_world(num_train=12, num_heldout=2) -> {'root', 'images', 'pretrain', 'sft', 'boxes',
+    'heldout', 'world'}: paths (str) of the world dir and of each file it holds."""
+    from mg_llava.demo.world import generate_world
+    root = tmp_path_factory.mktemp('tiny_world')
+    return {'root': str(root), **generate_world(root, num_train=12, num_heldout=2)}
+
+
+@pytest.fixture(scope='session')
+def tiny_assets(tmp_path_factory, tiny_world):
+    """build_tiny_assets (vocabulary covering tiny_world) -> {'root', 'tokenizer', 'llm', 'clip_vit',
+    'convnext'}: paths (str) loadable with from_pretrained / the ConvNeXt tower."""
+    from mg_llava.demo.tiny_assets import build_tiny_assets
+    root = tmp_path_factory.mktemp('tiny_assets')
+    return build_tiny_assets(root, world_dir=tiny_world['root'])
