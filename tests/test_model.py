@@ -128,6 +128,29 @@ def test_missing_trained_part_fails_loudly(tmp_path):
         tiny_model(freeze_llm=True, pretrained_pth=str(tmp_path / 'partial.pth'))
 
 
+def test_object_box_position_adds_a_box_embedding_and_is_a_required_trained_part(tmp_path):
+    plain = tiny_model(freeze_llm=True).eval()
+    model = tiny_model(freeze_llm=True, object_box_position=True).eval()
+    assert plain.box_position_embed is None
+    extra = set(model.state_dict()) - set(plain.state_dict())
+    assert extra == {f'box_position_embed.model.{i}.{w}' for i in (0, 2) for w in ('weight', 'bias')}
+    model.load_state_dict(plain.state_dict(), strict=False)  # same weights apart from the new branch
+    batch = mg_llava_collate_fn([make_sample(2, 3, n_obj=3, seed=1), make_sample(1, 2, n_obj=2, seed=2)],
+                                return_hf_format=True)
+    with torch.no_grad():
+        base = plain.encode_visual(batch)
+        torch.testing.assert_close(model.encode_visual(batch), base)  # a no-op at init (zero last layer)
+        torch.nn.init.normal_(model.box_position_embed.model[2].weight)  # as if trained
+        got = model.encode_visual(batch)
+        n_img = base.shape[0] - 5
+        want_obj = base[n_img:] + model.box_position_embed(batch['boxes'] / S_AUX)
+    torch.testing.assert_close(got[:n_img], base[:n_img])
+    torch.testing.assert_close(got[n_img:], want_obj)
+    torch.save(plain.state_dict(), tmp_path / 'no_position.pth')  # a checkpoint without the branch
+    with pytest.raises(KeyError, match='box_position_embed'):
+        tiny_model(freeze_llm=True, object_box_position=True, pretrained_pth=str(tmp_path / 'no_position.pth'))
+
+
 def test_work_dir_with_last_checkpoint_resolves(tmp_path):
     model = tiny_model(freeze_llm=True)
     torch.save({'state_dict': model.state_dict()}, tmp_path / 'iter_7.pth')

@@ -5,6 +5,7 @@ Layout of an export folder:
     projector.safetensors         always (fp32)
     fuse_module.safetensors       MG-LLaVA with fusion
     bbox_projector.safetensors    MG-LLaVA with object tokens
+    box_position_embed.safetensors  with object_box_position (optional, not upstream)
     llm/ | llm_adapter/           full LLM (save_pretrained, fp16 unless --fp32) or its LoRA adapter, when trained
     visual_encoder/ | visual_encoder_adapter/   when the ViT was trained / LoRA-tuned
     visual_encoder_aux.safetensors              when the ConvNeXt was trained
@@ -64,10 +65,11 @@ def save_hf(model, cfg, save_dir, fp32=False, save_pretrained_kwargs=None):
         parts=[], model={k: getattr(model, k) for k in MODEL_OPTIONS},
         projector_depth=(len(model.projector.model) + 1) // 2,
         use_fusion=model.fuse_module is not None, use_object_tokens=model.bbox_projector is not None,
+        object_box_position=model.box_position_embed is not None,
         fusion_resample=getattr(model.fuse_module, 'resample_mismatch', True),
         template=_plain(model.template), vision_spec=_plain(cfg.get('vision_spec')) if cfg is not None else None,
     )
-    for name in ('projector', 'fuse_module', 'bbox_projector'):
+    for name in ('projector', 'fuse_module', 'bbox_projector', 'box_position_embed'):
         if getattr(model, name) is not None:
             save_file(_sub_state(model, name), osp.join(save_dir, f'{name}.safetensors'))
             meta['parts'].append(name)
@@ -122,7 +124,8 @@ def load_hf(export_dir, torch_dtype=torch.float32):
                                                     pretrained_model_name_or_path=tok_dir),
         template=meta['template'], freeze_llm=True, use_activation_checkpointing=False,
         projector_depth=meta['projector_depth'], use_fusion=meta['use_fusion'],
-        use_object_tokens=meta['use_object_tokens'], fusion_resample=meta['fusion_resample'], **meta['model'])
+        use_object_tokens=meta['use_object_tokens'], fusion_resample=meta['fusion_resample'],
+        object_box_position=meta.get('object_box_position', False), **meta['model'])
     if meta['llm']['adapter']:
         model.llm = PeftModel.from_pretrained(model.llm, here(meta['llm']['adapter'])).merge_and_unload()
     if ve['adapter']:

@@ -33,7 +33,7 @@ from .towers import low_res_features
 PLAIN_HEAD_MODELS = ('llama', 'mistral', 'mixtral', 'qwen2', 'qwen2_moe', 'phi3', 'internlm2', 'yi')
 
 # Modules whose weights are always trained, hence always in checkpoints and exports.
-ADAPTER_MODULES = ('projector', 'fuse_module', 'bbox_projector')
+ADAPTER_MODULES = ('projector', 'fuse_module', 'bbox_projector', 'box_position_embed')
 
 
 def _build(cfg_or_module):
@@ -51,13 +51,16 @@ class MGLLaVAModel(BaseModel):
         tokenizer: needed for generation and export.
         use_fusion / use_object_tokens: the two MG branches (only with visual_encoder_aux).
         object_pooling: 'exact' (upstream RoIAlign-56 semantics) or 'fast' (native-resolution 7x7 RoIAlign).
+        object_box_position: add an MLP embedding of each box's normalised (x1, y1, x2, y2) to its object token.
+            Not in upstream MG-LLaVA (off by default): pooled features alone say nothing about where an object
+            is, so "left of" questions must otherwise be solved from the image tokens.
         pretrained_pth: checkpoint loaded after every module exists; every adapter key must be in it.
     """
 
     def __init__(self, llm, visual_encoder, visual_encoder_aux=None, tokenizer=None, template=None,
                  freeze_llm=False, freeze_visual_encoder=True, freeze_visual_encoder_aux=True,
                  visual_select_layer=-2, projector_depth=2, use_fusion=True, fusion_resample=True,
-                 use_object_tokens=True, object_pooling='exact', object_pool_size=56,
+                 use_object_tokens=True, object_pooling='exact', object_pool_size=56, object_box_position=False,
                  llm_lora=None, visual_encoder_lora=None, use_activation_checkpointing=True,
                  pretrained_pth=None, max_new_tokens=100, adapter_dtype=torch.float32,
                  supervised_only_logits=True):
@@ -82,13 +85,18 @@ class MGLLaVAModel(BaseModel):
         vis_dim, llm_dim = self.visual_encoder.config.hidden_size, self.llm.config.hidden_size
         dtype = adapter_dtype  # trained adapters keep fp32 weights even when towers/LLM are bf16 (AMP casts)
         self.projector = MLPProjector(vis_dim, llm_dim, projector_depth).to(dtype)
-        self.fuse_module = self.bbox_projector = None
+        self.fuse_module = self.bbox_projector = self.box_position_embed = None
         if self.visual_encoder_aux is not None:
             chans = self.visual_encoder_aux.out_channels
             if use_fusion:
                 self.fuse_module = ConvGateFusion(vis_dim, chans[-1], resample_mismatch=fusion_resample).to(dtype)
             if use_object_tokens:
                 self.bbox_projector = MLPProjector(sum(chans), llm_dim, projector_depth).to(dtype)
+                if object_box_position:
+                    self.box_position_embed = MLPProjector(4, llm_dim, 2).to(dtype)
+                    # zero last layer: the branch starts as a no-op and cannot drown the pooled appearance
+                    nn.init.zeros_(self.box_position_embed.model[2].weight)
+                    nn.init.zeros_(self.box_position_embed.model[2].bias)
 
         self.supervised_only_logits = supervised_only_logits
         self._freeze_unused_vit_layers()
@@ -227,7 +235,11 @@ class MGLLaVAModel(BaseModel):
                                           mode=self.object_pooling, output_size=self.object_pool_size,
                                           max_boxes_per_image=data.get('max_boxes_per_image'),
                                           boxes_in_frame=True)  # preprocess_boxes clamps to [0, S]
-            tokens.append(self.bbox_projector(pooled.to(dtype)))
+            objects = self.bbox_projector(pooled.to(dtype))
+            if self.box_position_embed is not None:
+                frame = data['pixel_values_aux'].shape[-1]
+                objects = objects + self.box_position_embed(data['boxes'].to(dtype) / frame)
+            tokens.append(objects)
         return torch.cat(tokens)
 
     def _zero_touch(self):

@@ -1,0 +1,156 @@
+"""CLI tests of `python -m mg_llava.evaluation.score` on the hand-made fixtures in tests/fixtures/eval/.
+
+Each expected number is derived in the comment next to it.  The per-benchmark runs execute the module as
+__main__ in a subprocess through runpy with a stand-in `mg_llava` package, because the real
+mg_llava/__init__.py imports torch (~4 s a process); `test_module_entry_point` runs the literal
+`python -m mg_llava.evaluation.score` once.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIX = REPO / 'tests' / 'fixtures' / 'eval'
+_BOOT = ("import runpy, sys, types; p = types.ModuleType('mg_llava'); p.__path__ = [sys.argv.pop(1)]; "
+         "sys.modules['mg_llava'] = p; runpy.run_module('mg_llava.evaluation.score', run_name='__main__', "
+         "alter_sys=True)")
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, '-c', _BOOT, str(REPO / 'mg_llava'), *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def score(benchmark, data, preds, *extra):
+    out = run_cli('--benchmark', benchmark, '--data', FIX / data, '--predictions', FIX / preds, *extra)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1, out.stdout  # exactly one JSON object
+    return json.loads(lines[0])
+
+
+def assert_subset(result, expected):
+    for key, value in expected.items():
+        if isinstance(value, dict):
+            assert_subset(result[key], value)
+        elif isinstance(value, float):
+            assert result[key] == pytest.approx(value, abs=1e-9), key
+        else:
+            assert result[key] == value, key
+
+
+MC_PLAIN = {  # mc_plain.tsv: 'red' = option A text (right), 'The answer is B' (right), 'A' for C (wrong), 'D' (right)
+    'accuracy': 75.0, 'n': 4, 'missing': 0, 'unextracted': 0,
+    'categories': {'Scene Understanding': 100.0, 'Instance Identity': 50.0}}
+
+CASES = {
+    # 8 rows = questions 0..3 (+ rotations 1000000, 1000001, 1000003, 2000003).  Rows: 0 'A' ok, 1000000 '(D)' ok,
+    # 1 'B.' ok, 1000001 'I am not sure' -> no letter, 2 'C) green' ok, 3 'd' ok, 1000003 missing, 2000003 'B' ok:
+    # 6/8 rows; questions 0 and 2 survive circular evaluation, 1 and 3 do not -> 2/4.
+    'mmbench': ('mmbench_dev.tsv', 'mmbench_pred.jsonl', {
+        'accuracy': 50.0, 'vanilla_accuracy': 75.0, 'n': 4, 'num_rows': 8, 'missing': 1, 'unextracted': 1,
+        'categories': {'attribute': 100.0, 'relation': 0.0}, 'l2_categories': {'perception': 100.0, 'reasoning': 0.0},
+        'splits': {'dev': 50.0}, 'option_extractor': 'robust'}),
+    'seed': ('mc_plain.tsv', 'mc_plain_pred.jsonl', MC_PLAIN),
+    'ai2d': ('mc_plain.tsv', 'mc_plain_pred.jsonl', MC_PLAIN),
+    'mmstar': ('mc_plain.tsv', 'mc_plain_pred.jsonl', MC_PLAIN),
+    # 'E' among five options (right), '(B) no' (right), 'C' where only A/B exist (no letter, wrong) -> 2/3
+    'sqa': ('sqa.tsv', 'sqa_pred.jsonl', {
+        'accuracy': 200 / 3, 'n': 3, 'unextracted': 1,
+        'categories': {'natural science': 50.0, 'language science': 100.0}}),
+    # 100 'B' right; 101 open question -> A='42', B='Other Answers', answer A; '42' names A (right);
+    # 102 open, '7' matches neither (wrong, unextracted); 103 'I' = ninth option (right) -> 3/4
+    'mmmu': ('mmmu.tsv', 'mmmu_pred.jsonl', {
+        'accuracy': 75.0, 'n': 4, 'unextracted': 1, 'splits': {'dev': 100.0, 'validation': 200 / 3},
+        'categories': {'Math': 200 / 3, 'Art': 100.0}}),
+    # 0.9 ('two' = 3 of 10 '2'), 0.6 ('The dog!' = 2 of 10), 0.3 ('Dont' = 1 of 10), 0 (missing) -> 1.8 / 4
+    'textvqa': ('textvqa_val.json', 'textvqa_pred.jsonl', {'accuracy': 45.0, 'n': 4, 'missing': 1}),
+    # 1.0 (' hello   world '), 0.7 (3 edits / 10), 0 ('12' vs '12345': 0.4 < 0.5) -> 1.7 / 3
+    'docvqa': ('docvqa_val.json', 'docvqa_pred.jsonl', {'anls': 170 / 3, 'n': 3, 'missing': 0}),
+    # 104~100 ok, 0.47~45% ok, yes=Yes ok, 0.0 vs 0 (zero gold: string) wrong, 2020~2019 ok, 106 vs 100 wrong
+    'chartqa': ('chartqa_test.json', 'chartqa_pred.jsonl', {'relaxed_accuracy': 400 / 6, 'n': 6, 'missing': 0}),
+    # existence: 'Yes','No.','yes, there is' right, 'There is none' -> other: acc 3/4, acc+ 1/2 -> 125;
+    # count: 'No' wrong, 'no' right -> 50 + 0; commonsense_reasoning: 'Yes' right, 1 missing -> 50 + 0
+    'mme': ('mme.tsv', 'mme_pred.jsonl', {
+        'perception': 175.0, 'cognition': 50.0, 'total': 225.0, 'n': 8, 'missing': 1,
+        'categories': {'existence': {'score': 125.0, 'acc': 75.0, 'acc_plus': 50.0},
+                       'count': {'score': 50.0, 'acc': 50.0, 'acc_plus': 0.0},
+                       'commonsense_reasoning': {'score': 50.0, 'acc': 50.0, 'acc_plus': 0.0}}}),
+    # correct: VD set0 fig0 q0/q1 yes, fig1 q0 NO, fig1 q1 yes; VD set1 fig0 q0 yes, q1 NO; VS fig0 "cannot
+    # tell" = unclear -> right (no figure); VS fig1 right.  aAcc 6/8.  Figures (VS fig0 excluded):
+    # VD0/0 ok, VD0/1 no, VD1/0 no, VS0/1 ok -> 2/4.  Pairs: VD0/q0 no, VD0/q1 ok, VD1/q0 ok, VD1/q1 no,
+    # VS0/q0 ok -> 3/5.
+    'hallusion': ('hallusion.json', 'hallusion_pred.jsonl', {
+        'aAcc': 75.0, 'fAcc': 50.0, 'qAcc': 60.0, 'n': 8, 'missing': 0, 'num_figures': 4, 'num_pairs': 5,
+        'categories': {'VD': {'aAcc': 400 / 6, 'fAcc': 100 / 3, 'qAcc': 50.0}, 'VS': {'aAcc': 100.0}}}),
+    # adversarial: TP 'Yes, there is a dog.', TN 'No.', FN 'There is not a cat', FP 'Not sure' -> all 50;
+    # popular: TP, TN "no, there isn't", TP, missing label-no -> FP: P 2/3, R 1, F1 0.8, acc 3/4, yes 3/4;
+    # random: TP, TN, TN, TN ('No. Yes.' -> first sentence) -> all 100, yes 1/4.
+    'pope': ('pope', 'pope_pred.jsonl', {
+        'f1': (50 + 80 + 100) / 3, 'accuracy': 75.0, 'precision': (50 + 200 / 3 + 100) / 3,
+        'recall': 250 / 3, 'yes_ratio': 50.0, 'n': 12, 'missing': 1,
+        'splits': {'adversarial': {'f1': 50.0, 'tp': 1, 'fp': 1, 'tn': 1, 'fn': 1},
+                   'popular': {'f1': 80.0, 'precision': 200 / 3, 'recall': 100.0, 'tp': 2, 'fp': 1, 'tn': 1, 'fn': 0},
+                   'random': {'f1': 100.0, 'yes_ratio': 25.0, 'tp': 1, 'fp': 0, 'tn': 3, 'fn': 0}}}),
+    # balanced: 'Yes.' -> yes ok (verify), 'Left' ok (choose), 'The table.' -> 'the table' wrong (query),
+    # 20000002 missing (query); 20000001 is unbalanced and not scored.
+    'gqa': ('gqa_testdev_balanced_questions.json', 'gqa_pred.jsonl', {
+        'accuracy': 50.0, 'binary': 100.0, 'open': 0.0, 'n': 4, 'missing': 1}),
+}
+
+
+@pytest.mark.parametrize('benchmark', sorted(CASES))
+def test_cli_scores_fixture(benchmark):
+    data, preds, expected = CASES[benchmark]
+    result = score(benchmark, data, preds)
+    assert result['benchmark'] == benchmark
+    assert_subset(result, expected)
+
+
+def test_mmbench_fork_extractor():
+    # The fork regex finds no letter in 'I am not sure' nor in 'd': rows 6 -> 5 of 8; circular unchanged.
+    result = score('mmbench', 'mmbench_dev.tsv', 'mmbench_pred.jsonl', '--option-extractor', 'fork')
+    assert_subset(result, {'accuracy': 50.0, 'vanilla_accuracy': 62.5, 'unextracted': 2, 'option_extractor': 'fork'})
+
+
+def test_gqa_with_llava_question_file(tmp_path):
+    preds = tmp_path / 'p.jsonl'
+    preds.write_text('{"id": 201307251, "prediction": "yes"}\n')  # 202225914 (also asked) is missing
+    out = run_cli('--benchmark', 'gqa', '--data', FIX / 'llava_gqa_testdev_balanced.jsonl',
+                  '--annotations', FIX / 'gqa_testdev_balanced_questions.json', '--predictions', preds)
+    assert out.returncode == 0, out.stderr
+    assert_subset(json.loads(out.stdout), {'accuracy': 50.0, 'n': 2, 'missing': 1, 'binary': 100.0, 'open': 0.0})
+
+
+def test_unknown_prediction_id_is_an_error(tmp_path):
+    preds = tmp_path / 'p.jsonl'
+    preds.write_text('{"id": "adversarial/0", "prediction": "yes"}\n{"id": "adversarial/99", "prediction": "no"}\n')
+    out = run_cli('--benchmark', 'pope', '--data', FIX / 'pope', '--predictions', preds)
+    assert out.returncode == 2 and out.stdout == ''
+    assert str(preds) in out.stderr and "'adversarial/99'" in out.stderr
+
+
+def test_malformed_prediction_line_is_an_error(tmp_path):
+    preds = tmp_path / 'p.jsonl'
+    preds.write_text('{"id": 0, "prediction": "A"}\n{"id": 1, "prediction": \n')
+    out = run_cli('--benchmark', 'seed', '--data', FIX / 'mc_plain.tsv', '--predictions', preds)
+    assert out.returncode == 2
+    assert f'{preds} [line 2]: malformed JSON' in out.stderr
+
+
+def test_annotations_rejected_for_other_benchmarks():
+    out = run_cli('--benchmark', 'textvqa', '--data', FIX / 'textvqa_val.json', '--annotations', FIX / 'mme.tsv',
+                  '--predictions', FIX / 'textvqa_pred.jsonl')
+    assert out.returncode == 2 and 'only used by gqa' in out.stderr
+
+
+def test_module_entry_point():
+    """The literal `python -m` form (pays the torch import of mg_llava/__init__.py once)."""
+    out = subprocess.run([sys.executable, '-m', 'mg_llava.evaluation.score', '--benchmark', 'docvqa',
+                          '--data', FIX / 'docvqa_val.json', '--predictions', FIX / 'docvqa_pred.jsonl'],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])['anls'] == pytest.approx(170 / 3, abs=1e-9)
