@@ -9,7 +9,7 @@ rm -rf "$DEMO/work"
 mkdir -p "$DEMO"
 start=$(date +%s)
 echo "== generating the synthetic world and the tiny models"
-python -m mg_llava.demo.world "$DEMO/world" --num-train "${DEMO_NUM_TRAIN:-3000}" --num-heldout "${DEMO_NUM_HELDOUT:-200}" > "$DEMO/world.log"
+python -m mg_llava.demo.world "$DEMO/world" --num-train "${DEMO_NUM_TRAIN:-6000}" --num-heldout "${DEMO_NUM_HELDOUT:-200}" > "$DEMO/world.log"
 python -m mg_llava.demo.tiny_assets "$DEMO/assets" --world "$DEMO/world" > "$DEMO/assets.log"
 EXPORT_ARGS="--fp32" bash script/pipeline.sh configs/demo/mg_llava_demo_pretrain.py configs/demo/mg_llava_demo_sft.py \
   "$DEMO/work" > "$DEMO/pipeline.log" 2>&1 || { tail -n 40 "$DEMO/pipeline.log"; echo "demo: training pipeline failed (log: $DEMO/pipeline.log)"; exit 1; }

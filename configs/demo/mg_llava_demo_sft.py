@@ -10,8 +10,8 @@ with read_base():
 #######################################################################
 pretrained_pth = '.demo/work/pretrain'  # a checkpoint, or a work dir (its last_checkpoint)
 data_path = data_root + 'sft.json'
-max_epochs = 2
-lr = 5e-4
+max_epochs = 6
+lr = 1e-3
 
 #######################################################################
 #            PART 2  Model & Tokenizer & Image Processor              #

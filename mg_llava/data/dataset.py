@@ -26,6 +26,7 @@ from .preprocess import BoxError, ImageError, VisionSpec, load_image, preprocess
 
 def read_records(path):
     """A LLaVA .json list or .jsonl file -> list of dicts; malformed lines name file and line."""
+    path = str(path)
     with open(path, encoding='utf-8') as f:
         if path.endswith('.jsonl'):
             records = []

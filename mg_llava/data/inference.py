@@ -1,4 +1,5 @@
 """Prompt-only samples for evaluation and chat, built with the same preprocessing as training."""
+from xtuner.dataset.utils import get_bos_eos_token_ids
 from xtuner.utils import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 
 from .dataset import as_template, expand_visual_slots
@@ -14,7 +15,7 @@ def encode_prompt(text, tokenizer, template=None, system=''):
             prompt = template.SYSTEM.format(system=system) + prompt
     else:
         prompt = text
-    ids = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    ids = list(get_bos_eos_token_ids(tokenizer)[0])  # as xtuner's encode_fn (ChatGLM/Qwen differ from bos_token_id)
     chunks = prompt.split(DEFAULT_IMAGE_TOKEN)
     if len(chunks) > 2:
         raise ValueError('one <image> per prompt is supported')

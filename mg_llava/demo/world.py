@@ -154,14 +154,16 @@ def render_scene(scene, rng):
     return Image.fromarray(np.clip(np.asarray(img, np.int16) + noise, 0, 255).astype(np.uint8))
 
 
-def detections(scene, rng):
-    """Fake detector output: jittered (+-3 px) tight boxes, truncated to int, sorted by descending score."""
+def detections(scene, rng, jitter=0.04):
+    """Fake detector output: tight boxes with each side jittered by up to `jitter` x the object's extent
+    (a good detector: a fixed +-3 px would swamp the box fill of a 25 px shape), rounded to int px,
+    sorted by descending score."""
     W, H = scene['width'], scene['height']
     dets = []
     for o in scene['objects']:
-        x1, y1, x2, y2 = np.asarray(o['box']) + rng.uniform(-3, 3, 4)
-        x1, x2 = int(np.clip(x1, 0, W - 2)), int(np.clip(x2, 0, W - 1))
-        y1, y2 = int(np.clip(y1, 0, H - 2)), int(np.clip(y2, 0, H - 1))
+        x1, y1, x2, y2 = np.asarray(o['box']) + rng.uniform(-1, 1, 4) * jitter * o['size']
+        x1, x2 = int(np.clip(round(x1), 0, W - 2)), int(np.clip(round(x2), 0, W - 1))
+        y1, y2 = int(np.clip(round(y1), 0, H - 2)), int(np.clip(round(y2), 0, H - 1))
         dets.append(([x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)], round(float(rng.uniform(0.3, 0.95)), 4), o['shape']))
     dets.sort(key=lambda t: -t[1])
     return dict(boxes=[d[0] for d in dets], scores=[d[1] for d in dets], labels=[d[2] for d in dets])
