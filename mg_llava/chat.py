@@ -220,31 +220,18 @@ class ChatSession:
         return embeds.masked_scatter(mask.unsqueeze(-1), self.visual.to(embeds.dtype))
 
     def generation_kwargs(self, max_new_tokens=None, **overrides):
-        """What MGLLaVAModel.generate passes to llm.generate, plus sampling and multi-token stop words."""
-        tok = self.tokenizer
-        stop_ids, long_stops = [tok.eos_token_id], []
-        for word in (self.template or {}).get('STOP_WORDS', []) or []:
-            ids = tok.encode(word, add_special_tokens=False)
-            if len(ids) == 1:
-                stop_ids.append(ids[0])
-            else:
-                long_stops.append(word)
-        gen = dict(max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False, num_beams=1,
-                   eos_token_id=stop_ids, use_cache=True,
-                   pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        """The model's greedy arguments (MGLLaVAModel.generation_kwargs), plus sampling and, for this single
+        sequence, stopping on multi-token stop words."""
+        gen = self.model.generation_kwargs(max_new_tokens or self.max_new_tokens)
         if self.temperature and self.temperature > 0:
             gen.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        tok = self.tokenizer
+        long_stops = [w for w in (self.template or {}).get('STOP_WORDS', []) or []
+                      if len(tok.encode(w, add_special_tokens=False)) > 1]
         if long_stops:
             gen['stopping_criteria'] = StoppingCriteriaList(StopWordStoppingCriteria(tok, w) for w in long_stops)
         gen.update(overrides)
         return gen
-
-    def _decode(self, tokens):
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        for word in (self.template or {}).get('STOP_WORDS', []) or []:
-            if word and word in text:
-                text = text[:text.index(word)]
-        return text.strip()
 
     @torch.no_grad()
     def ask(self, question, streamer=None, max_new_tokens=None, **generate_kwargs):
@@ -263,6 +250,6 @@ class ChatSession:
         attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
         out = self.model.llm.generate(inputs_embeds=self._embed(input_ids), attention_mask=attention_mask,
                                       streamer=as_streamer(streamer, self.tokenizer), **gen)
-        answer = self._decode(out[0])
+        answer = self.model.decode(out[0])
         self.history.append((question, answer))
         return answer

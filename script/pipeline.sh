@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-shot pipeline: pretrain -> SFT (pretrain checkpoint wired in) -> export, stopping at the first failure.
+# One-shot pipeline: pretrain -> SFT (pretrain checkpoint wired in) -> export -> evaluation, stopping at the
+# first failure.
 #
 #   script/pipeline.sh PRETRAIN_CFG SFT_CFG [WORK_DIR]
 #
@@ -9,11 +10,13 @@
 #   SLURM=1              inside an allocation: srun python -m xtuner.tools.train --launcher slurm
 #   DEEPSPEED=deepspeed_zero2 (or a json)      passed as --deepspeed
 #   EXPORT_ARGS="--fp32" extra args for pth_to_hf; SEED (default 2024)
+#   SKIP_EVAL=1          stop after the export (else the SFT config's `evaluation` benchmarks run on it)
+#   EVAL_ARGS="..."      extra args for tools/test.py (e.g. "--dtype fp32 --no-progress")
 # `xtuner train` always exits 0, even on a crash, so we call the modules directly (real exit codes)
 # and also check that each stage left its checkpoint.
 set -euo pipefail
 if [ $# -lt 2 ]; then
-  sed -n '2,13p' "$0"; exit 2
+  sed -n '2,16p' "$0"; exit 2
 fi
 PRETRAIN_CFG=$1; SFT_CFG=$2; WORK_DIR=${3:-work_dirs/pipeline}
 SEED=${SEED:-2024}
@@ -36,15 +39,20 @@ train() {  # train CONFIG WORK_DIR [extra args...]
   fi
 }
 
-echo "== [1/3] pretrain: $PRETRAIN_CFG"
+echo "== [1/4] pretrain: $PRETRAIN_CFG"
 train "$PRETRAIN_CFG" "$WORK_DIR/pretrain"
 PRETRAIN_CKPT=$(cat "$WORK_DIR/pretrain/last_checkpoint")
 
-echo "== [2/3] instruction tuning: $SFT_CFG (pretrained_pth=$PRETRAIN_CKPT)"
+echo "== [2/4] instruction tuning: $SFT_CFG (pretrained_pth=$PRETRAIN_CKPT)"
 train "$SFT_CFG" "$WORK_DIR/sft" --cfg-options "model.pretrained_pth=$PRETRAIN_CKPT"
 SFT_CKPT=$(cat "$WORK_DIR/sft/last_checkpoint")
 
-echo "== [3/3] export: $SFT_CKPT -> $WORK_DIR/export"
+echo "== [3/4] export: $SFT_CKPT -> $WORK_DIR/export"
 python -m xtuner.tools.model_converters.pth_to_hf "$SFT_CFG" "$SFT_CKPT" "$WORK_DIR/export" ${EXPORT_ARGS:-}
 test -f "$WORK_DIR/export/mg_llava_config.json" || { echo "pipeline: export failed" >&2; exit 1; }
+if [ -z "${SKIP_EVAL:-}" ]; then
+  echo "== [4/4] evaluation: $WORK_DIR/export -> $WORK_DIR/eval"
+  # shellcheck disable=SC2086
+  bash "$(dirname "$0")/eval.sh" "$SFT_CFG" "$WORK_DIR/export" "$WORK_DIR/eval" ${EVAL_ARGS:-}
+fi
 echo "pipeline: done -> $WORK_DIR/export"

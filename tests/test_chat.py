@@ -43,25 +43,9 @@ def one_thread():
 @pytest.fixture(scope='module')
 def export_dir(tmp_path_factory, tiny_assets):
     """A random-init tiny MG-LLaVA (fusion + object tokens, everything trainable), exported like pth_to_hf."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
-    from xtuner.utils import PROMPT_TEMPLATE
-
-    from mg_llava.models import ConvNeXtTower, MGLLaVAModel
+    from mg_llava.demo.tiny_assets import build_random_model
     from mg_llava.models.hf_export import save_hf
-    torch.manual_seed(0)
-    model = MGLLaVAModel(
-        llm=dict(type=AutoModelForCausalLM.from_pretrained, pretrained_model_name_or_path=tiny_assets['llm']),
-        visual_encoder=dict(type=CLIPVisionModel.from_pretrained,
-                            pretrained_model_name_or_path=tiny_assets['clip_vit']),
-        visual_encoder_aux=dict(type=ConvNeXtTower, model_name_or_path=tiny_assets['convnext']),
-        tokenizer=dict(type=AutoTokenizer.from_pretrained, pretrained_model_name_or_path=tiny_assets['tokenizer']),
-        template=PROMPT_TEMPLATE.vicuna, freeze_llm=False, freeze_visual_encoder=False,
-        freeze_visual_encoder_aux=False, use_activation_checkpointing=False, max_new_tokens=8)
-    # the tiny LLM's std-0.02 init answers nearly the same words whatever the input; larger weights make
-    # the answers depend on the image, the boxes and the prompt, so equal answers mean equal inputs
-    for p in model.llm.parameters():
-        if p.dim() == 2:
-            torch.nn.init.normal_(p, 0.0, 0.1)
+    model = build_random_model(tiny_assets)  # LLM at std 0.1: answers depend on image, boxes and prompt
     out = tmp_path_factory.mktemp('chat') / 'export'
     save_hf(model, {'vision_spec': VISION_SPEC}, str(out), fp32=True)
     return str(out)

@@ -40,7 +40,7 @@ def test_clean_world_passes(tmp_path, tiny_world, tiny_assets):
     assert rc == 0, out
     assert out.rstrip().endswith('OK') and '[error]' not in out
     assert 'samples: 12 in' in out and 'image samples: 12, text-only: 0' in out
-    assert re.search(r'max total sequence length \(text \+ 64 image \+ object tokens\): \d+', out)
+    assert re.search(r'max total sequence length \(text \+ 16 image \+ object tokens\): \d+', out)
 
 
 def test_broken_world_fails_with_every_problem(tmp_path, tiny_world, tiny_assets):

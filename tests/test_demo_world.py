@@ -44,8 +44,25 @@ def _load(world_dir):
     return pretrain, sft, boxes, heldout
 
 
-def _check_answer(question, answer, objects):
-    """Re-derive the answer of a templated question from the generator's object list; returns the type."""
+MC_PROMPT = re.compile(r"(.+)\n((?:[A-F]\. \w+\n){2,6})"
+                       r"Answer with the option's letter from the given choices directly\.")
+YES_NO = '\nPlease answer the question with yes or no.'
+
+
+def _check_answer(question, answer, objects, formats=None):
+    """Re-derive the answer of a templated question from the generator's object list; returns the type.
+    A lettered-options or yes-or-no form (benchmark_formats) is unwrapped first and counted in `formats`."""
+    if m := MC_PROMPT.fullmatch(question):
+        options = dict(line.split('. ') for line in m[2].splitlines())
+        assert answer in options and list(options.values()) in [ch for _, ch in W.QUESTION_TYPES.values()]
+        if formats is not None:
+            formats['mc'] += 1
+        question, answer = m[1], options[answer]
+    elif question.endswith(YES_NO):
+        if formats is not None:
+            formats['yes_no'] += 1
+        question = question[:-len(YES_NO)]
+        assert re.fullmatch(r'Is there .*', question)
     by_shape = {o['shape']: o for o in objects}
     by_colour = {o['colour']: o for o in objects}
     if m := re.fullmatch(r'What color is the (\w+)\?', question):
@@ -118,6 +135,7 @@ def test_answers_match_objects(world_dir):
         assert s['conversations'][1]['value'] == W.caption(objs)
     image_sft = [s for s in sft if 'image' in s]
     text_sft = [s for s in sft if 'image' not in s]
+    formats = collections.Counter()
     assert len(image_sft) == N_TRAIN and len(text_sft) == round(0.05 * N_TRAIN)
     for s in image_sft:
         i = int(s['id'].split('_')[1])
@@ -126,11 +144,13 @@ def test_answers_match_objects(world_dir):
         assert [t['from'] for t in conv] == ['human', 'gpt'] * (len(conv) // 2)
         assert conv[0]['value'].startswith('<image>\n')
         assert all('<image>' not in t['value'] for t in conv[1:])
-        types = [_check_answer(q['value'].replace('<image>\n', ''), a['value'], objs)
+        types = [_check_answer(q['value'].replace('<image>\n', ''), a['value'], objs, formats)
                  for q, a in zip(conv[::2], conv[1::2])]
-        assert all(re.fullmatch(r'[a-z]+', a['value']) for a in conv[1::2])
+        assert all(re.fullmatch(r'[a-z]+|[A-F]', a['value']) for a in conv[1::2])
         expected = {'colour', 'shape', 'count', 'presence'} | ({'leftright'} if len(objs) > 1 else set())
         assert set(types) == expected and len(types) == 5
+    # about a third of the images carry one lettered-options question (and a third the yes-or-no suffix)
+    assert 0.15 * N_TRAIN <= formats['mc'] <= 0.55 * N_TRAIN and formats['yes_no'] > 0, formats
     for s in text_sft:
         assert all('<image>' not in t['value'] for t in s['conversations'])
         assert s['conversations'][0]['from'] == 'human'
@@ -251,3 +271,40 @@ def test_tiny_assets_deterministic(assets_dir, world_dir, tmp_path):
     a, b = (torch.load(d / 'convnext' / 'open_clip_pytorch_model.bin', weights_only=True)
             for d in (assets_dir, tmp_path))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_heldout_in_benchmark_formats_reads_back_through_the_benchmark_code(world_dir):
+    """bench/ files: read by the real question builders and scorers, every question kept with its answer."""
+    from mg_llava.evaluation import questions as Q
+    _, _, _, heldout = _load(world_dir)
+    bench, images = world_dir / 'bench', str(world_dir / 'images')
+    by_id = {h['id']: h for h in heldout}
+    # short answer (GQA format): every held-out question, verbatim, its answer in the ground truth
+    short = Q.load_questions('gqa', str(bench / 'shapes_short.jsonl'), images, str(bench / 'shapes_short_gt.json'))
+    assert [q['id'] for q in short] == [h['id'] for h in heldout]
+    assert all(q['text'] == by_id[q['id']]['question'] for q in short)
+    gt = {it['id']: it['answer'] for it in Q.score_data('gqa', str(bench / 'shapes_short.jsonl'),
+                                                       str(bench / 'shapes_short_gt.json'))}
+    assert gt == {h['id']: h['answer'] for h in heldout}
+    # POPE: the presence questions with the yes-or-no suffix, labels = answers
+    presence = [h for h in heldout if h['type'] == 'presence']
+    pope = Q.load_questions('pope', str(bench / 'shapes_pope.jsonl'), images)
+    assert [q['text'] for q in pope] == [h['question'] + YES_NO for h in presence]
+    assert [it['label'] for it in Q.score_data('pope', str(bench / 'shapes_pope.jsonl'))] == \
+        [h['answer'] for h in presence]
+    # multiple choice (MMBench TSV): the other questions; the answer letter names the right option;
+    # the image of a row decodes to the held-out image (later rows of an image refer to its first row)
+    others = [h for h in heldout if h['type'] != 'presence']
+    mc = Q.load_questions('mmbench', str(bench / 'shapes_mc.tsv'))
+    items = Q.score_data('mmbench', str(bench / 'shapes_mc.tsv'))
+    assert len(mc) == len(items) == len(others)
+    for q, it, h in zip(mc, items, others):
+        assert q['text'].startswith(h['question'] + '\nA. ') and it['options'][it['answer']] == h['answer']
+        assert list(it['options'].values()) == h['choices']
+        assert np.array_equal(np.asarray(Q.open_image(q)), np.asarray(Image.open(world_dir / 'images' / h['image'])
+                                                                       .convert('RGB')))
+    # box files: each benchmark's box key finds its image's detections
+    boxes = {b['id']: b for b in json.loads((world_dir / 'boxes.json').read_text())}
+    mc_boxes = {str(b['id']): b for b in json.loads((bench / 'shapes_mc_boxes.json').read_text())}
+    for q, h in zip(mc, others):
+        assert mc_boxes[q['box_key']]['boxes'] == boxes[h['sample_id']]['boxes']

@@ -70,6 +70,9 @@ CASES = {
     'textvqa': ('textvqa_val.json', 'textvqa_pred.jsonl', {'accuracy': 45.0, 'n': 4, 'missing': 1}),
     # 1.0 (' hello   world '), 0.7 (3 edits / 10), 0 ('12' vs '12345': 0.4 < 0.5) -> 1.7 / 3
     'docvqa': ('docvqa_val.json', 'docvqa_pred.jsonl', {'anls': 170 / 3, 'n': 3, 'missing': 0}),
+    # strip+lower exact match, max over golds: ' john smith ' ok, 'BIG BOOK' = 2nd gold ok, 'No.' wrong (the '.'
+    # stays), row 3 missing, 'Jane  Doe' wrong (inner whitespace is not collapsed) -> 2/5
+    'ocrvqa': ('ocrvqa_test.tsv', 'ocrvqa_pred.jsonl', {'accuracy': 40.0, 'n': 5, 'missing': 1}),
     # 104~100 ok, 0.47~45% ok, yes=Yes ok, 0.0 vs 0 (zero gold: string) wrong, 2020~2019 ok, 106 vs 100 wrong
     'chartqa': ('chartqa_test.json', 'chartqa_pred.jsonl', {'relaxed_accuracy': 400 / 6, 'n': 6, 'missing': 0}),
     # existence: 'Yes','No.','yes, there is' right, 'There is none' -> other: acc 3/4, acc+ 1/2 -> 125;

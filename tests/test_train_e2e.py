@@ -27,12 +27,13 @@ def env():
 @pytest.fixture(scope='module')
 def run_dir(tmp_path_factory):
     """A working dir laid out like the demo's: .demo/world and .demo/assets (tiny)."""
-    from mg_llava.demo.tiny_assets import build_tiny_assets
+    from mg_llava.demo.tiny_assets import PRESETS, build_tiny_assets
     from mg_llava.demo.world import generate_world
     root = tmp_path_factory.mktemp('e2e')
     generate_world(root / '.demo/world', num_train=36, num_heldout=4, text_only_frac=0.0)
+    demo_sizes = {k: v for k, v in PRESETS['demo'].items() if k.endswith('_kwargs')}  # the config's image sizes
     build_tiny_assets(root / '.demo/assets', world_dir=root / '.demo/world', llm_hidden=64, llm_layers=2,
-                      llm_intermediate=128)
+                      llm_intermediate=128, **demo_sizes)
     return root
 
 
@@ -74,8 +75,8 @@ def test_train_writes_checkpoints_and_learns(full_run):
         assert (work / f'iter_{it}.pth').is_file()
     sd = load_ckpt(work / f'iter_{ITERS}.pth')['state_dict']
     tops = {k.split('.')[0] for k in sd}
-    # the demo trains everything (nothing is pretrained): all parts are in the checkpoint
-    assert tops == {'llm', 'visual_encoder', 'visual_encoder_aux', 'projector', 'fuse_module', 'bbox_projector'}
+    # the demo trains everything but the (random, frozen) ConvNeXt: all trained parts are in the checkpoint
+    assert tops == {'llm', 'visual_encoder', 'projector', 'fuse_module', 'bbox_projector', 'box_position_embed'}
     losses = logged(log, 'loss')
     assert len(losses) == ITERS and all(map(lambda x: x == x, losses))
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4, losses
@@ -112,20 +113,29 @@ def test_sigkill_mid_run_then_auto_resume_loses_nothing(run_dir, full_run):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_pth_to_hf_round_trip_gives_the_same_loss(run_dir, full_run):
+@pytest.fixture(scope='module')
+def export_dir(run_dir, full_run):
+    """`xtuner convert pth_to_hf --fp32` of the full run's last checkpoint."""
+    work, _ = full_run
+    out = run_dir / 'export'
+    res = subprocess.run([str(BIN / 'xtuner'), 'convert', 'pth_to_hf', CFG, str(work / f'iter_{ITERS}.pth'),
+                          str(out), '--fp32'], cwd=run_dir, env=env(), capture_output=True, text=True, timeout=600)
+    assert 'All done' in res.stdout + res.stderr, (res.stdout + res.stderr)[-3000:]
+    return out
+
+
+def test_pth_to_hf_round_trip_gives_the_same_loss(run_dir, full_run, export_dir):
     from mmengine.config import Config
     from xtuner.registry import BUILDER
 
     from mg_llava.data import mg_llava_collate_fn
     from mg_llava.models import load_hf
     work, _ = full_run
-    out = run_dir / 'export'
+    out = export_dir
     ckpt = work / f'iter_{ITERS}.pth'
-    res = subprocess.run([str(BIN / 'xtuner'), 'convert', 'pth_to_hf', CFG, str(ckpt), str(out), '--fp32'],
-                         cwd=run_dir, env=env(), capture_output=True, text=True, timeout=600)
-    assert 'All done' in res.stdout + res.stderr, (res.stdout + res.stderr)[-3000:]
     for name in ('mg_llava_config.json', 'projector.safetensors', 'fuse_module.safetensors',
-                 'bbox_projector.safetensors', 'visual_encoder_aux.safetensors', 'llm', 'visual_encoder', 'tokenizer'):
+                 'bbox_projector.safetensors', 'box_position_embed.safetensors', 'llm', 'visual_encoder',
+                 'tokenizer'):
         assert (out / name).exists(), name
 
     cwd = os.getcwd()
@@ -155,3 +165,78 @@ def test_two_process_ddp_matches_one_process(run_dir, full_run):
     # same number of supervised tokens, so the DDP-averaged gradient equals the 1-process gradient.
     g1, g2 = logged(log1, 'grad_norm')[0], logged(log2, 'grad_norm')[0]
     assert abs(g1 - g2) <= 1e-4 * g1, (g1, g2)
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+EVAL_NAMES = ('shapes_mc', 'shapes_pope', 'shapes_short')
+
+
+def evaluate(run_dir, out, *source, nproc=1):
+    """tools/test.py on the tiny config's `evaluation` (the held-out split in benchmark formats)."""
+    args = [str(REPO / 'tools/test.py'), CFG, *map(str, source), '--work-dir', str(out), '--dtype', 'fp32',
+            '--batch-size', '4', '--no-progress']
+    cmd = [sys.executable, *args] if nproc == 1 else [
+        str(BIN / 'torchrun'), f'--nproc-per-node={nproc}', '--master-port=29533', *args, '--launcher', 'pytorch']
+    res = subprocess.run(cmd, cwd=run_dir, env=env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    preds = {name: (out / f'{name}_predictions.jsonl').read_text() for name in EVAL_NAMES}
+    return preds, res.stdout
+
+
+@pytest.fixture(scope='module')
+def eval_ckpt(run_dir, full_run):
+    """The last checkpoint with the LLM's matrices redrawn at std 0.1: 18 steps teach the tiny LLM little
+    beyond "one word, then EOS", whatever the image; these weights make its answers depend on the image,
+    boxes and prompt, so equal predictions below mean equal inputs and weights."""
+    work, _ = full_run
+    ckpt = load_ckpt(work / f'iter_{ITERS}.pth')
+    gen = torch.Generator().manual_seed(0)
+    for k, v in ckpt['state_dict'].items():
+        if k.startswith('llm.') and v.dim() == 2:
+            v.copy_(torch.randn(v.shape, generator=gen) * 0.1)
+    path = run_dir / 'eval_ckpt.pth'
+    torch.save({'state_dict': ckpt['state_dict'], 'meta': ckpt.get('meta', {})}, path)
+    out = run_dir / 'eval_export_model'
+    res = subprocess.run([str(BIN / 'xtuner'), 'convert', 'pth_to_hf', CFG, str(path), str(out), '--fp32'],
+                         cwd=run_dir, env=env(), capture_output=True, text=True, timeout=600)
+    assert 'All done' in res.stdout + res.stderr, (res.stdout + res.stderr)[-3000:]
+    return path, out
+
+
+@pytest.fixture(scope='module')
+def export_eval(run_dir, eval_ckpt):
+    return evaluate(run_dir, run_dir / 'eval_export', '--export', eval_ckpt[1])
+
+
+def test_eval_of_checkpoint_and_of_export_give_identical_predictions(run_dir, eval_ckpt, export_eval):
+    import json
+    ckpt, export = eval_ckpt
+    preds_export, stdout = export_eval
+    preds_ckpt, _ = evaluate(run_dir, run_dir / 'eval_ckpt', '--checkpoint', ckpt)
+    assert preds_ckpt == preds_export
+    answers = [json.loads(x)['prediction'] for v in preds_export.values() for x in v.splitlines()]
+    assert all(answers) and len(set(answers)) > 1, answers  # real, input-dependent text
+    heldout = [json.loads(x) for x in (run_dir / '.demo/world/heldout.jsonl').read_text().splitlines()]
+    lines = {k: [json.loads(x) for x in v.splitlines()] for k, v in preds_export.items()}
+    assert len(lines['shapes_short']) == len(heldout)
+    assert len(lines['shapes_pope']) == sum(q['type'] == 'presence' for q in heldout)
+    assert len(lines['shapes_mc']) + len(lines['shapes_pope']) == len(heldout)
+    summary = (run_dir / 'eval_export' / 'summary.md').read_text()
+    for needle in ('| shapes_mc | mmbench | accuracy |', '| shapes_pope | pope | f1 |',
+                   '| shapes_short | gqa | accuracy |', str(export)):
+        assert needle in summary, needle
+    assert summary in stdout
+    csv_rows = (run_dir / 'eval_export' / 'summary.csv').read_text().splitlines()
+    assert 'name,benchmark,metric,value' in csv_rows
+    assert any(r.startswith('shapes_pope,pope,yes_ratio,') for r in csv_rows)
+    scores = json.loads((run_dir / 'eval_export' / 'shapes_short_scores.json').read_text())
+    right = sum(p['prediction'].rstrip('.').lower() == q['answer']
+                for p, q in zip(lines['shapes_short'], heldout))  # the file keeps the held-out order
+    assert scores['accuracy'] == pytest.approx(100 * right / len(heldout))
+    assert (run_dir / 'eval_export' / 'shapes_short_submission.json').is_file()  # GQA's official format
+
+
+def test_two_process_eval_matches_one_process(run_dir, eval_ckpt, export_eval):
+    preds_1, _ = export_eval
+    preds_2, _ = evaluate(run_dir, run_dir / 'eval_2proc', '--export', eval_ckpt[1], nproc=2)
+    assert preds_2 == preds_1

@@ -31,3 +31,20 @@ optim_wrapper.optimizer.update(lr=lr)
 param_scheduler[0].update(end=warmup_ratio * max_epochs)
 param_scheduler[1].update(begin=warmup_ratio * max_epochs, end=max_epochs, eta_min=lr * 0.05)
 train_cfg.update(max_epochs=max_epochs)
+
+#######################################################################
+#                  PART 6  Evaluation (tools/test.py)                 #
+#######################################################################
+# The held-out split in benchmark formats (mg_llava.demo.bench_formats), scored by the real benchmark code.
+bench_root = data_root + 'bench/'
+evaluation = dict(
+    batch_size=32, dtype='fp32', max_new_tokens=8, num_workers=0,
+    benchmarks=[
+        dict(name='shapes_mc', benchmark='mmbench', data=bench_root + 'shapes_mc.tsv',
+             box_file=bench_root + 'shapes_mc_boxes.json'),
+        dict(name='shapes_pope', benchmark='pope', data=bench_root + 'shapes_pope.jsonl',
+             image_folder=image_folder, box_file=bench_root + 'shapes_pope_boxes.json'),
+        dict(name='shapes_short', benchmark='gqa', data=bench_root + 'shapes_short.jsonl',
+             annotations=bench_root + 'shapes_short_gt.json', image_folder=image_folder,
+             box_file=bench_root + 'shapes_short_boxes.json'),
+    ])

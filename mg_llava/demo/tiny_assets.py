@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from mg_llava.demo import world as W
+from mg_llava.evaluation.questions import MC_SUFFIX, SHORT_ANSWER, YES_NO
 
 SPECIAL_TOKENS = {'pad_token': '<pad>', 'bos_token': '<s>', 'eos_token': '</s>', 'unk_token': '<unk>'}
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -62,6 +63,7 @@ def world_texts(world_dir=None):
     """All texts of the world: the templates rendered with every colour/shape (always), plus every
     conversation value / held-out question / choice found in WORLD_DIR's json files (if given)."""
     texts = [W.CAPTION_PROMPT, 'a an and ,'] + [q + ' ' + a for q, a in W.TEXT_ONLY_QA]
+    texts += [MC_SUFFIX, YES_NO, SHORT_ANSWER, 'A. B. C. D. E. F.']  # the benchmark answer formats (bench_formats)
     for tpl, choices in W.QUESTION_TYPES.values():
         texts += choices
         texts += [tpl.format(article=W._article(c), colour=c, shape=s, colour1=c, shape1=s, colour2=c, shape2=s)
@@ -182,6 +184,31 @@ def build_tiny_assets(out_dir, vocab_words=None, seed=0, llm_hidden=256, llm_lay
     (paths['convnext'] / 'open_clip_config.json').write_text(json.dumps(config, indent=2) + '\n')
     torch.save(sd, paths['convnext'] / 'open_clip_pytorch_model.bin')
     return {'root': str(out), **{k: str(v) for k, v in paths.items()}}
+
+
+def build_random_model(assets, llm_std=0.1, seed=0, **model_kwargs):
+    """A random-init MGLLaVAModel (fusion + object tokens, Vicuna template, all parts trainable) over tiny
+    `assets` (build_tiny_assets output). The LLM's matrices are redrawn at std `llm_std`: at its std-0.02 init
+    the tiny LLM answers nearly the same words whatever the input, while larger weights make the answers
+    depend on the image, the boxes and the prompt, so tests can compare predictions meaningfully."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
+    from xtuner.utils import PROMPT_TEMPLATE
+
+    from mg_llava.models import ConvNeXtTower, MGLLaVAModel
+    torch.manual_seed(seed)
+    kw = dict(template=PROMPT_TEMPLATE.vicuna, freeze_llm=False, freeze_visual_encoder=False,
+              freeze_visual_encoder_aux=False, use_activation_checkpointing=False, max_new_tokens=8)
+    kw.update(model_kwargs)
+    model = MGLLaVAModel(
+        llm=dict(type=AutoModelForCausalLM.from_pretrained, pretrained_model_name_or_path=assets['llm']),
+        visual_encoder=dict(type=CLIPVisionModel.from_pretrained, pretrained_model_name_or_path=assets['clip_vit']),
+        visual_encoder_aux=dict(type=ConvNeXtTower, model_name_or_path=assets['convnext']),
+        tokenizer=dict(type=AutoTokenizer.from_pretrained, pretrained_model_name_or_path=assets['tokenizer']), **kw)
+    if llm_std:
+        for p in model.llm.parameters():
+            if p.dim() == 2:
+                torch.nn.init.normal_(p, 0.0, llm_std)
+    return model
 
 
 def main(argv=None):

@@ -21,6 +21,9 @@ Files written under OUT_DIR (JSON lists are written one element per line):
   heldout.jsonl  {"id": "ho_000007_2", "sample_id": "ho_000007", "image": "h000007.png",
                   "question": "...", "answer": "...", "type": "count", "choices": ["one", ...]}
   world.json     metadata: colours, shapes, question types (template, choices, chance), counts.
+  bench/         the held-out questions in benchmark formats (mg_llava.demo.bench_formats)
+In a third of the SFT images one question is asked as lettered options and, independently, in a third the
+presence questions carry the yes-or-no suffix: the answer formats the benchmarks use (`benchmark_formats`).
 
 CLI: python -m mg_llava.demo.world OUT_DIR [--num-train N] [--num-heldout M] [--seed S]
 """
@@ -31,6 +34,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from mg_llava.demo.bench_formats import as_multiple_choice, write_benchmarks
+from mg_llava.evaluation.questions import YES_NO
 
 COLOURS = {  # name -> RGB, well separated from each other and from the light background
     'red': (215, 35, 35), 'green': (30, 155, 50), 'blue': (35, 70, 215),
@@ -53,8 +59,9 @@ TEXT_ONLY_QA = [  # fixed question -> answer pairs for text-only SFT samples
     ('Hello!', 'Hello! Ask me about the shapes in the image.'),
 ]
 SPLITS = {'train': 0, 'heldout': 1, 'text': 2}
-_SCENE, _QUESTIONS, _BOXES, _NOISE = range(4)  # RNG purposes
+_SCENE, _QUESTIONS, _BOXES, _NOISE, _FORMATS = range(5)  # RNG purposes
 MIN_DX = 0.18  # min horizontal centre separation, as a fraction of the width
+FORMAT_FRAC = 1 / 3  # SFT images with one question in multiple-choice form / presence with the POPE suffix
 
 
 def _rng(seed, split, index, purpose):
@@ -215,6 +222,22 @@ def make_questions(objects, rng, fill=True, presence=None, leftright=None):
     return qs
 
 
+def benchmark_formats(qs, rng, frac=FORMAT_FRAC):
+    """Rewrite some (type, question, answer) in the answer formats benchmarks ask for (spec 4.2), as LLaVA-1.5's
+    instruction mix does: one non-presence question as lettered options (answer: the letter), and the presence
+    questions with the POPE/HallusionBench yes-or-no suffix, each in a `frac` of the images."""
+    qs = list(qs)
+    candidates = [i for i, q in enumerate(qs) if q[0] != 'presence']
+    if rng.random() < frac and candidates:
+        k = candidates[int(rng.integers(len(candidates)))]
+        t, q, a = qs[k]
+        prompt, letter, _ = as_multiple_choice(q, a, QUESTION_TYPES[t][1])
+        qs[k] = (t, prompt, letter)
+    if rng.random() < frac:
+        qs = [(t, q + YES_NO, a) if t == 'presence' else (t, q, a) for t, q, a in qs]
+    return qs
+
+
 def _turns(pairs, with_image):
     conv = []
     for k, (q, a) in enumerate(pairs):
@@ -249,6 +272,7 @@ def generate_world(out_dir, num_train=3000, num_heldout=200, seed=0, image_size_
         rng = _rng(seed, 'train', i, _QUESTIONS)
         qs = make_questions(objs, rng)
         qs = [qs[k] for k in rng.permutation(len(qs))]
+        qs = benchmark_formats(qs, _rng(seed, 'train', i, _FORMATS))
         sft_img.append({'id': f'sft_{i:06d}', 'image': fname, 'conversations': _turns([q[1:] for q in qs], True)})
         det = detections(scene, _rng(seed, 'train', i, _BOXES))
         boxes_pt.append({'id': f'pt_{i:06d}', **det})
@@ -276,6 +300,8 @@ def generate_world(out_dir, num_train=3000, num_heldout=200, seed=0, image_size_
             k += 1
     sft += [_text_only_sample(seed, j) for j in range(k, num_text)]
 
+    bench = write_benchmarks(out, heldout, {e['id']: {k: e[k] for k in ('boxes', 'scores', 'labels')}
+                                            for e in boxes_ho})
     paths = {name: out / f for name, f in [('images', 'images'), ('pretrain', 'pretrain.json'), ('sft', 'sft.json'),
                                            ('boxes', 'boxes.json'), ('heldout', 'heldout.jsonl'),
                                            ('world', 'world.json')]}
@@ -295,7 +321,7 @@ def generate_world(out_dir, num_train=3000, num_heldout=200, seed=0, image_size_
         'files': {k: v.name for k, v in paths.items()},
     }
     paths['world'].write_text(json.dumps(meta, indent=2) + '\n')
-    return {k: str(v) for k, v in paths.items()}
+    return {**{k: str(v) for k, v in paths.items()}, **{f'bench_{k}': v for k, v in bench.items()}}
 
 
 def main(argv=None):

@@ -11,6 +11,7 @@ Every item has a string `id`, the key predictions must use.  Formats (the public
   (LLaVA's `llava_textvqa_val_v051_ocr.jsonl` is not accepted: its `question_id` is the IMAGE id, not unique.)
 * docvqa: DocVQA `val_v1.0.json` ({"data": [{questionId, answers}...]}), id = `questionId`; or a VLMEvalKit
   TSV (`index`, `answer` = one string or a Python list literal), id = `index`.
+* ocrvqa: VLMEvalKit TSV (`index`, `answer` = one string or a Python list literal), id = `index`.
 * chartqa: ChartQA `test_human.json` / `test_augmented.json` (list of {imgname, query, label}); id = the
   0-based position in the list.  Or a TSV with `index`, `answer`.
 * mme: VLMEvalKit MME TSV (`index`, `category`, `answer` Yes/No, `image_path`), the format of spec 4.3 and the
@@ -84,9 +85,8 @@ def read_jsonl(path):
     return rows
 
 
-def read_tsv(path):
-    """VLMEvalKit TSV -> list of (row number, dict).  The base64 `image` cell is not kept: only a short one
-    (< 16 chars, a reference to another row's index) survives, as `_image_ref`."""
+def iter_tsv(path):
+    """Yield (row number, header, raw cells) of a TSV (header = row 1); cells are not stripped."""
     limit = sys.maxsize
     while True:  # base64 images exceed csv's default 128 KiB field limit
         try:
@@ -94,21 +94,27 @@ def read_tsv(path):
             break
         except OverflowError:
             limit //= 2
-    rows = []
     with open(path, encoding='utf-8', newline='') as f:
         reader = csv.reader(f, delimiter='\t')
         header = next(reader, None)
         if not header:
             raise ScoreError(path, '', 'empty TSV')
         header = [h.strip() for h in header]
-        img_col = header.index('image') if 'image' in header else None
         for rowno, cells in enumerate(reader, 2):
-            if not cells:
-                continue
-            row = {h: c.strip() for i, (h, c) in enumerate(zip(header, cells)) if i != img_col}
-            if img_col is not None and img_col < len(cells) and 0 < len(cells[img_col]) < 16:
-                row['_image_ref'] = cells[img_col].strip()
-            rows.append((rowno, row))
+            if cells:
+                yield rowno, header, cells
+
+
+def read_tsv(path):
+    """VLMEvalKit TSV -> list of (row number, dict).  The base64 `image` cell is not kept: only a short one
+    (< 16 chars, a reference to another row's index) survives, as `_image_ref`."""
+    rows = []
+    for rowno, header, cells in iter_tsv(path):
+        img_col = header.index('image') if 'image' in header else None
+        row = {h: c.strip() for i, (h, c) in enumerate(zip(header, cells)) if i != img_col}
+        if img_col is not None and img_col < len(cells) and 0 < len(cells[img_col]) < 16:
+            row['_image_ref'] = cells[img_col].strip()
+        rows.append((rowno, row))
     return rows
 
 
@@ -224,6 +230,11 @@ def load_docvqa(path):
     return _load_json_answers(path, 'questionId')
 
 
+def load_ocrvqa(path):
+    """VLMEvalKit OCRVQA TSV (`index`, `answer` = one string or a Python list literal); id = `index`."""
+    return _load_tsv_answers(path)
+
+
 def load_chartqa(path):
     if path.endswith('.tsv'):
         return _load_tsv_answers(path)
@@ -301,7 +312,8 @@ def _pope_split(filename):
     return stem[len('coco_pope_'):] if stem.startswith('coco_pope_') else stem
 
 
-def load_pope(path):
+def pope_files(path):
+    """A POPE directory or file -> [(file, split)]; the split names the ids only with several files."""
     if os.path.isdir(path):
         files = sorted(os.path.join(path, f) for f in os.listdir(path)
                        if f.startswith('coco_pope_') and f.endswith('.json'))
@@ -309,9 +321,13 @@ def load_pope(path):
             raise ScoreError(path, '', 'no coco_pope_<split>.json files in this directory')
     else:
         files = [path]
+    return [(f, _pope_split(f)) for f in files]
+
+
+def load_pope(path):
+    files = pope_files(path)
     items = []
-    for file in files:
-        split = _pope_split(file)
+    for file, split in files:
         for lineno, q in read_jsonl(file):
             where = f'line {lineno}'
             if not isinstance(q, dict):

@@ -6,7 +6,7 @@
 PRED.jsonl: one {"id": <id as in the data file>, "prediction": "<model text>"} per line; the id of each benchmark
 and the data formats are described in `mg_llava.evaluation.loaders`.
 
-Headline keys: mmbench/seed/sqa/ai2d/mmmu/mmstar/textvqa/gqa -> accuracy; docvqa -> anls; chartqa ->
+Headline keys: mmbench/seed/sqa/ai2d/mmmu/mmstar/textvqa/ocrvqa/gqa -> accuracy; docvqa -> anls; chartqa ->
 relaxed_accuracy; mme -> perception, cognition, categories; hallusion -> aAcc, fAcc, qAcc; pope -> f1, accuracy,
 precision, recall, yes_ratio (means over splits) and splits.  Every result also has `benchmark`, `n` and
 `missing` (questions without a prediction, scored as wrong).  A prediction id that is not in the data, a
@@ -23,10 +23,10 @@ from collections import OrderedDict
 from . import benchmark_metrics as bm
 from . import loaders
 from .answer_extraction import OPTION_EXTRACTORS
-from .vqa_metrics import anls, relaxed_accuracy, vqa_soft_accuracy
+from .vqa_metrics import anls, exact_match, relaxed_accuracy, vqa_soft_accuracy
 
 MULTIPLE_CHOICE = ('mmbench', 'seed', 'sqa', 'ai2d', 'mmmu', 'mmstar')
-BENCHMARKS = MULTIPLE_CHOICE + ('textvqa', 'docvqa', 'chartqa', 'mme', 'hallusion', 'pope', 'gqa')
+BENCHMARKS = MULTIPLE_CHOICE + ('textvqa', 'docvqa', 'ocrvqa', 'chartqa', 'mme', 'hallusion', 'pope', 'gqa')
 
 
 def load_items(benchmark, data, annotations=None):
@@ -50,6 +50,8 @@ def score_items(benchmark, items, predictions, option_extractor='robust'):
                                     'accuracy')
     if benchmark == 'docvqa':
         return bm.average_of_scores(items, predictions, lambda p, it: anls(p, it['answers']), 'anls')
+    if benchmark == 'ocrvqa':
+        return bm.average_of_scores(items, predictions, lambda p, it: exact_match(p, it['answers']), 'accuracy')
     if benchmark == 'chartqa':
         return bm.average_of_scores(items, predictions, lambda p, it: relaxed_accuracy(p, it['answers']),
                                     'relaxed_accuracy')

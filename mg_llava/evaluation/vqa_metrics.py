@@ -1,4 +1,4 @@
-"""Per-question scores for open-ended VQA: VQA soft accuracy, ANLS, ChartQA relaxed accuracy, GQA exact match.
+"""Per-question scores for open-ended VQA: VQA soft accuracy, ANLS, ChartQA relaxed accuracy, exact match.
 
 Every function scores ONE question and returns a float in [0, 1]; the benchmark averages (x100) live in
 `benchmark_metrics`.
@@ -18,6 +18,8 @@ Every function scores ONE question and returns a float in [0, 1]; the benchmark 
 * `relaxed_correctness`: ChartQA (pix2struct / google-research `relaxed_correctness`): if both parse as floats
   ("12", "3.5", "45%" -> 0.45) and the gold is non-zero, |pred - gold| / |gold| <= 0.05; otherwise
   case-insensitive exact string match.  Max over gold answers when there are several.
+* `exact_match`: OCRVQA (fork/xtuner `general_vqa_dataset.py`): 1 if some gold answer equals the prediction
+  after strip + lower, else 0.
 * `gqa_normalize` / `gqa_match`: LLaVA `scripts/convert_gqa_for_eval.py` (`text.rstrip('.').lower()`, after the
   strip LLaVA's generation loop applies) then the official GQA `eval.py` test `predicted == gold`.
 """
@@ -144,6 +146,14 @@ def relaxed_accuracy(prediction, targets, max_relative_change=0.05):
     if isinstance(targets, str):
         targets = [targets]
     return float(any(relaxed_correctness(prediction, t, max_relative_change) for t in targets))
+
+
+def exact_match(prediction, gold_answers):
+    """OCRVQA: max over the gold answers of (gold.strip().lower() == prediction.strip().lower())."""
+    if isinstance(gold_answers, str):
+        gold_answers = [gold_answers]
+    pred = str(prediction).strip().lower()
+    return float(any(str(g).strip().lower() == pred for g in gold_answers))
 
 
 def gqa_normalize(prediction):

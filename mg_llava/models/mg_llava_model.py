@@ -288,24 +288,38 @@ class MGLLaVAModel(BaseModel):
         targets = data['labels'][:, 1:].reshape(-1).index_select(0, idx)
         return F.cross_entropy(logits, targets)
 
-    @torch.no_grad()
-    def generate(self, data, max_new_tokens=None, **kwargs):
-        """Greedy decoding on a LEFT-padded batch; returns the decoded answers (list[str])."""
+    def generation_kwargs(self, max_new_tokens=None, **overrides):
+        """Greedy `llm.generate` arguments: stop at EOS or a single-token stop word of the template.
+        (Multi-token stop words are cut by `decode`; a batch cannot stop on them row by row.)"""
         if self.tokenizer is None:
             raise ValueError('generation needs a tokenizer: pass tokenizer=... to MGLLaVAModel')
         tok = self.tokenizer
         stop_ids = [tok.eos_token_id]
-        for word in (self.template or {}).get('STOP_WORDS', []):
+        for word in (self.template or {}).get('STOP_WORDS', []) or []:
             ids = tok.encode(word, add_special_tokens=False)
-            if len(ids) == 1:
+            if len(ids) == 1 and ids[0] not in stop_ids:
                 stop_ids.append(ids[0])
         gen = dict(max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False, num_beams=1,
                    eos_token_id=stop_ids, pad_token_id=tok.pad_token_id if tok.pad_token_id is not None
                    else tok.eos_token_id, use_cache=True)
-        gen.update(kwargs)
+        gen.update(overrides)
+        return gen
+
+    def decode(self, tokens):
+        """Generated ids (1-D) -> answer text, cut at the first stop word of the template."""
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        for word in (self.template or {}).get('STOP_WORDS', []) or []:
+            if word and word in text:
+                text = text[:text.index(word)]
+        return text.strip()
+
+    @torch.no_grad()
+    def generate(self, data, max_new_tokens=None, **kwargs):
+        """Greedy decoding on a LEFT-padded batch; returns the decoded answers (list[str])."""
+        gen = self.generation_kwargs(max_new_tokens, **kwargs)
         out = self.llm.generate(inputs_embeds=self.embed_inputs(data), attention_mask=data['attention_mask'],
                                 **gen)
-        return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+        return [self.decode(t) for t in out]
 
     # ------------------------------------------------------------------ export
     def to_hf(self, cfg, save_dir, fp32=False, save_pretrained_kwargs=None, save_format='xtuner', **kwargs):

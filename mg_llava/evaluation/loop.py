@@ -1,0 +1,218 @@
+"""Batched greedy evaluation over benchmarks (driven by `tools/test.py`).
+
+    benchmark files -> questions (questions.py) -> prompt samples (the training preprocessing, left-padded
+    batches, built in DataLoader workers) -> MGLLaVAModel.generate -> predictions jsonl -> scores (score.py)
+    -> summary.md / summary.csv
+
+Batches are formed once over all questions of a benchmark (sorted by prompt length, so little padding) and
+dealt to ranks round robin. Every batch, hence every prediction, is therefore the same whatever the number
+of ranks; rank 0 gathers, writes and scores. Torch lives here, not in the stdlib-only scorer modules.
+"""
+import csv
+import json
+import os
+import os.path as osp
+import time
+from collections import OrderedDict
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+from mg_llava.data import DataError, VisionSpec, load_box_index, mg_llava_collate_fn
+from mg_llava.data.dataset import as_template
+from mg_llava.data.inference import build_prompt_sample, encode_prompt
+
+from . import questions as Q
+from . import score as S
+from .submission import write_outputs
+
+DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
+NO_DETECTIONS = dict(boxes=[], scores=[], labels=[])  # preprocess_boxes turns it into the training fallback box
+# The numbers a summary row shows for each benchmark (the scorer returns more; all of it goes to *_scores.json).
+HEADLINE = {'mme': ('perception', 'cognition'), 'hallusion': ('aAcc', 'fAcc', 'qAcc'),
+            'pope': ('f1', 'accuracy', 'precision', 'recall', 'yes_ratio'), 'docvqa': ('anls',),
+            'chartqa': ('relaxed_accuracy',), 'gqa': ('accuracy', 'binary', 'open')}
+
+
+def rank_and_world():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class SampleBuilder:
+    """question dict (questions.py) -> collate-ready prompt sample, with the training preprocessing.
+
+    boxes: {box_key: entry} of the benchmark's box file, or None. A model with object tokens and no box file
+    gets the training fallback for "no detections" (one empty box); a box file that lacks a question's key is
+    an error naming both.
+    """
+
+    def __init__(self, model, spec, boxes=None, box_file=None, system=''):
+        self.tokenizer, self.template = model.tokenizer, as_template(model.template)
+        self.spec, self.num_image_tokens, self.system = spec, model.num_image_tokens, system
+        self.use_boxes = model.bbox_projector is not None and bool(spec.image_size_aux)
+        self.boxes, self.box_file = boxes, box_file
+
+    def box_entry(self, q):
+        if not self.use_boxes:
+            return None
+        if self.boxes is None:
+            return NO_DETECTIONS
+        entry = self.boxes.get(str(q['box_key']))
+        if entry is None:
+            raise DataError(self.box_file, f'id {q["box_key"]!r}', f'no box entry for question {q["id"]!r} '
+                            f'({q.get("where", "")})')
+        return entry
+
+    def __call__(self, q):
+        image = Q.open_image(q)
+        if image is None:  # text-only question: no image tokens at all
+            return dict(id=q['id'], input_ids=encode_prompt(q['text'], self.tokenizer, self.template, self.system))
+        return build_prompt_sample(q['text'], image, self.tokenizer, self.template, self.spec,
+                                   self.num_image_tokens, box_entry=self.box_entry(q), system=self.system,
+                                   sample_id=q['id'])
+
+
+class _Batches(Dataset):
+    """Item i = batch i, collated left-padded (image decoding and preprocessing run in the workers)."""
+
+    def __init__(self, batches, build, pad_id):
+        self.batches, self.build, self.pad_id = batches, build, pad_id
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        return mg_llava_collate_fn([self.build(q) for q in self.batches[i]], pad_index=self.pad_id,
+                                   padding_side='left', return_hf_format=True)
+
+
+def make_batches(questions, tokenizer, batch_size):
+    """Fixed batches over all questions: longest prompts first (padding stays small, OOM shows up at once).
+    Sorting is stable, so ties keep file order and the batches are deterministic."""
+    lengths = [len(tokenizer.encode(q['text'], add_special_tokens=False)) + (q['image'] is not None)
+               for q in questions]
+    order = sorted(range(len(questions)), key=lambda i: -lengths[i])
+    return [[questions[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
+
+
+def _to(data, device):
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in data.items()}
+
+
+def predict(model, questions, build, batch_size=8, max_new_tokens=None, num_workers=0, desc='', progress=True,
+            generation_kwargs=None):
+    """Predictions {id: text} for this rank's share of `questions` (all of them on 1 rank).
+    generation_kwargs: extra `llm.generate` arguments (greedy by default)."""
+    rank, world = rank_and_world()
+    batches = make_batches(questions, model.tokenizer, batch_size)[rank::world]
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
+    loader = DataLoader(_Batches(batches, build, pad), batch_size=None, shuffle=False, num_workers=num_workers)
+    device = next(model.llm.parameters()).device
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+        bar = tqdm(total=len(batches), desc=desc, unit='batch', dynamic_ncols=True)
+    preds = {}
+    for data in loader:
+        answers = model.generate(_to(data, device), max_new_tokens=max_new_tokens, **(generation_kwargs or {}))
+        preds.update(zip(data['ids'], answers))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return preds
+
+
+def gather_predictions(local):
+    """Merge every rank's {id: text} on every rank (no-op on one process)."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return local
+    parts = [None] * world
+    dist.all_gather_object(parts, local)
+    merged = {}
+    for p in parts:
+        merged.update(p)
+    return merged
+
+
+def headline(benchmark, result):
+    keys = HEADLINE.get(benchmark, ('accuracy',))
+    return OrderedDict((k, result[k]) for k in keys if k in result)
+
+
+def evaluate_benchmark(model, spec, bench, out_dir, batch_size=8, max_new_tokens=None, num_workers=0,
+                       system='', progress=True, generation_kwargs=None):
+    """Run one benchmark entry dict(name, benchmark, data, image_folder=None, annotations=None, box_file=None,
+    test_questions=None (vqav2: the full test2015 jsonl, so the submission lists every id)).
+    On rank 0 writes <name>_predictions.jsonl (+ official submission files, <name>_scores.json) and returns
+    the scorer's result dict (None on other ranks; {} for prediction-only benchmarks)."""
+    bench = dict(bench)
+    kind = bench['benchmark']
+    name = bench.get('name', kind)
+    if kind not in Q.QUESTION_BENCHMARKS:
+        raise ValueError(f'benchmark entry {name!r}: unknown benchmark {kind!r}; choose from '
+                         f'{", ".join(Q.QUESTION_BENCHMARKS)}')
+    questions = Q.load_questions(kind, bench['data'], bench.get('image_folder'), bench.get('annotations'))
+    box_file = bench.get('box_file')
+    boxes = load_box_index(box_file) if box_file and model.bbox_projector is not None else None
+    build = SampleBuilder(model, spec, boxes, box_file, system)
+    t0 = time.time()
+    local = predict(model, questions, build, batch_size, max_new_tokens, num_workers, desc=name, progress=progress,
+                    generation_kwargs=generation_kwargs)
+    preds = gather_predictions(local)
+    seconds = time.time() - t0
+    if rank_and_world()[0] != 0:
+        return None
+    os.makedirs(out_dir, exist_ok=True)
+    with open(osp.join(out_dir, f'{name}_predictions.jsonl'), 'w') as f:
+        for q in questions:
+            f.write(json.dumps({'id': q['id'], 'prediction': preds[q['id']]}, ensure_ascii=False) + '\n')
+    write_outputs(kind, questions, preds, out_dir, name, test_questions=bench.get('test_questions'))
+    items = Q.score_data(kind, bench['data'], bench.get('annotations'))
+    result = OrderedDict() if items is None else S.score_items(kind, items, preds)
+    result.update(n_questions=len(questions), seconds=round(seconds, 2),
+                  questions_per_s=round(len(questions) / max(seconds, 1e-9), 2))
+    with open(osp.join(out_dir, f'{name}_scores.json'), 'w') as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def write_summary(rows, out_dir, header):
+    """rows: [(name, benchmark, result)] -> summary.md and summary.csv (one line per headline metric)."""
+    no_metric = [('predictions only (no ground truth)', '')]
+    table = [(name, kind, metric, value) for name, kind, result in rows
+             for metric, value in (headline(kind, result).items() or no_metric)]
+    with open(osp.join(out_dir, 'summary.csv'), 'w', newline='') as f:
+        w = csv.writer(f)
+        for k, v in header.items():
+            w.writerow([f'# {k}', v])
+        w.writerow(['name', 'benchmark', 'metric', 'value'])
+        w.writerows([(n, k, m, f'{v:.2f}' if isinstance(v, float) else v) for n, k, m, v in table])
+    lines = ['# Evaluation summary', ''] + [f'- {k}: `{v}`' for k, v in header.items()] + [
+        '', '| name | benchmark | metric | value |', '|---|---|---|---|']
+    lines += [f'| {n} | {k} | {m} | {v:.2f} |' if isinstance(v, float) else f'| {n} | {k} | {m} | {v} |'
+              for n, k, m, v in table]
+    text = '\n'.join(lines) + '\n'
+    with open(osp.join(out_dir, 'summary.md'), 'w') as f:
+        f.write(text)
+    return text
+
+
+def run_evaluation(model, spec, benchmarks, out_dir, header=None, batch_size=8, max_new_tokens=None,
+                   num_workers=0, system='', progress=True, generation_kwargs=None):
+    """Every benchmark entry in turn; returns [(name, benchmark, result)] on rank 0 (None elsewhere)."""
+    spec = spec if isinstance(spec, VisionSpec) else VisionSpec(**dict(spec or {}))
+    rows = []
+    for bench in benchmarks:
+        result = evaluate_benchmark(model, spec, bench, out_dir, batch_size, max_new_tokens, num_workers,
+                                    system, progress, generation_kwargs)
+        if result is not None:
+            rows.append((bench.get('name', bench['benchmark']), bench['benchmark'], result))
+    if rank_and_world()[0] != 0:
+        return None
+    write_summary(rows, out_dir, header or {})
+    return rows

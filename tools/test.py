@@ -1,0 +1,139 @@
+"""Evaluate a training checkpoint or a `pth_to_hf` export on the benchmarks of a config's `evaluation` dict.
+
+    python tools/test.py CONFIG --checkpoint work_dirs/sft/iter_5000.pth [--work-dir DIR]
+    python tools/test.py CONFIG --export work_dirs/sft/export
+    NPROC_PER_NODE=8 torchrun --nproc-per-node 8 tools/test.py CONFIG --export DIR --launcher pytorch
+    srun python tools/test.py CONFIG --export DIR --launcher slurm
+
+The config's `evaluation = dict(benchmarks=[dict(name, benchmark, data, image_folder, annotations, box_file)],
+batch_size=8, dtype='bf16', max_new_tokens=..., num_workers=..., system='', generation_kwargs={})` says what to
+run (see
+configs/_base_/mg_llava_sft.py). Writes, per benchmark, <name>_predictions.jsonl ({"id", "prediction"}: the
+input of `python -m mg_llava.evaluation.score`), <name>_scores.json and official submission files, and one
+summary.md + summary.csv recording model, config and checkpoint. Exits non-zero on any failure.
+"""
+import argparse
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('config')
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument('--checkpoint', help='training checkpoint (.pth, DeepSpeed dir, or a work dir)')
+    src.add_argument('--export', help='folder written by `xtuner convert pth_to_hf`')
+    ap.add_argument('--work-dir', help='default: work_dirs/<config name>/eval')
+    ap.add_argument('--benchmarks', help='comma-separated entry names to run (default: all)')
+    ap.add_argument('--batch-size', type=int)
+    ap.add_argument('--dtype', choices=['bf16', 'fp16', 'fp32'])
+    ap.add_argument('--max-new-tokens', type=int)
+    ap.add_argument('--num-workers', type=int)
+    ap.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
+    ap.add_argument('--no-progress', action='store_true')
+    ap.add_argument('--cfg-options', nargs='+', action=_DictAction, default={},
+                    help='override config values, key=value (as xtuner train)')
+    return ap.parse_args(argv)
+
+
+class _DictAction(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        from mmengine.config import DictAction
+        DictAction(self.option_strings, self.dest)(parser, namespace, values, option_string)
+
+
+def init_distributed(launcher):
+    """torchrun (`pytorch`) or SLURM (`slurm`) process group: nccl on GPUs, gloo on CPU."""
+    if launcher == 'none':
+        return
+    if launcher == 'slurm':
+        os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
+        os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
+        os.environ.setdefault('LOCAL_RANK', os.environ['SLURM_LOCALID'])
+        if 'MASTER_ADDR' not in os.environ:
+            nodes = os.environ['SLURM_NODELIST']
+            os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {nodes} | head -n1')
+        os.environ.setdefault('MASTER_PORT', '29500')
+    backend = 'nccl' if torch.cuda.is_available() else 'gloo'
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
+    torch.distributed.init_process_group(backend=backend)
+
+
+def build_from_checkpoint(cfg, checkpoint):
+    """The config's model with the checkpoint's trained parts (every adapter key required)."""
+    from xtuner.registry import BUILDER
+    model_cfg = cfg.model
+    model_cfg.update(pretrained_pth=None, use_activation_checkpointing=False)
+    model = BUILDER.build(model_cfg)
+    model.load_pretrained(checkpoint)
+    return model
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import mg_llava  # noqa: F401 - CPU shims, registry
+    from mmengine.config import Config
+
+    from mg_llava.evaluation.loop import DTYPES, rank_and_world, run_evaluation
+    from mg_llava.models import load_hf
+
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    ev = dict(cfg.get('evaluation') or {})
+    benchmarks = [dict(b) for b in ev.get('benchmarks', [])]
+    if args.benchmarks:
+        wanted = args.benchmarks.split(',')
+        unknown = sorted(set(wanted) - {b.get('name', b['benchmark']) for b in benchmarks})
+        if unknown:
+            sys.exit(f'{args.config}: no benchmark entry named {unknown} in `evaluation.benchmarks`')
+        benchmarks = [b for b in benchmarks if b.get('name', b['benchmark']) in wanted]
+    if not benchmarks:
+        print(f'{args.config}: `evaluation.benchmarks` is empty; nothing to evaluate')
+        return 0
+    init_distributed(args.launcher)
+    rank, world = rank_and_world()
+    torch.manual_seed(0)
+    dtype = DTYPES[args.dtype or ev.get('dtype', 'bf16')]
+    device = torch.device(f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available() else 'cpu')
+
+    if args.export:
+        model = load_hf(args.export, torch_dtype=dtype)
+        spec = model.export_meta.get('vision_spec') or cfg.get('vision_spec')
+        source = osp.abspath(args.export)
+    else:
+        model = build_from_checkpoint(cfg, args.checkpoint)
+        spec = cfg.get('vision_spec')
+        source = osp.abspath(args.checkpoint)
+    model = model.to(device=device, dtype=dtype).eval()
+    work_dir = args.work_dir or osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0], 'eval')
+    header = {'config': osp.abspath(args.config), 'export' if args.export else 'checkpoint': source,
+              'llm': str(model.build_cfg['llm'].get('pretrained_model_name_or_path', '')
+                         if isinstance(model.build_cfg['llm'], dict) else type(model.llm).__name__),
+              'dtype': str(dtype).replace('torch.', ''), 'ranks': world,
+              'batch_size': args.batch_size or ev.get('batch_size', 8),
+              'date': time.strftime('%Y-%m-%d %H:%M:%S')}
+    rows = run_evaluation(model, spec, benchmarks, work_dir, header=header,
+                          batch_size=args.batch_size or ev.get('batch_size', 8),
+                          max_new_tokens=args.max_new_tokens or ev.get('max_new_tokens'),
+                          num_workers=args.num_workers if args.num_workers is not None else ev.get('num_workers', 0),
+                          system=ev.get('system', ''), progress=not args.no_progress,
+                          generation_kwargs=dict(ev.get('generation_kwargs') or {}))
+    if rank == 0:
+        with open(osp.join(work_dir, 'summary.md')) as f:
+            print(f.read(), end='')
+        print(f'evaluated {len(rows)} benchmark(s); results in {work_dir}')
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
