@@ -211,14 +211,6 @@ class ChatSession:
             ids, _ = expand_visual_slots(ids, None, self.num_visual_slots)
         return ids
 
-    def _embed(self, input_ids):
-        """MGLLaVAModel.embed_inputs with the session's cached visual tokens."""
-        mask = input_ids == IMAGE_TOKEN_INDEX
-        embeds = self.model.llm.get_input_embeddings()(input_ids.masked_fill(mask, 0))
-        if self.visual is None:
-            return embeds
-        return embeds.masked_scatter(mask.unsqueeze(-1), self.visual.to(embeds.dtype))
-
     def generation_kwargs(self, max_new_tokens=None, **overrides):
         """The model's greedy arguments (MGLLaVAModel.generation_kwargs), plus sampling and, for this single
         sequence, stopping on multi-token stop words."""
@@ -248,7 +240,8 @@ class ChatSession:
             ids = self.input_ids(question)
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
-        out = self.model.llm.generate(inputs_embeds=self._embed(input_ids), attention_mask=attention_mask,
+        embeds = self.model.embed_inputs({'input_ids': input_ids}, visual_tokens=self.visual)
+        out = self.model.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask,
                                       streamer=as_streamer(streamer, self.tokenizer), **gen)
         answer = self.model.decode(out[0])
         self.history.append((question, answer))

@@ -176,11 +176,12 @@ def test_cli_answers_two_turns_like_model_generate(export_dir, model, sample, ti
     torch.testing.assert_close(torch.as_tensor(session.sample['boxes']), s2['boxes'], rtol=0, atol=0)
     session.history.append((q1, want1))
     assert session.input_ids(q2) == prompt2
-    # ... and embeds them (cached visual tokens) exactly as MGLLaVAModel.embed_inputs does
+    # ... and its cached visual tokens embed them exactly as encoding the pixels again does
     from mg_llava.data import mg_llava_collate_fn
     data = mg_llava_collate_fn([dict(prompt_sample, input_ids=prompt2)], padding_side='left', return_hf_format=True)
     with torch.no_grad():
-        torch.testing.assert_close(session._embed(torch.tensor([prompt2])), model.embed_inputs(data), rtol=0, atol=0)
+        cached = model.embed_inputs({'input_ids': torch.tensor([prompt2])}, visual_tokens=session.visual)
+        torch.testing.assert_close(cached, model.embed_inputs(data), rtol=0, atol=0)
 
 
 def test_streamer_receives_exactly_the_answer(model, sample):

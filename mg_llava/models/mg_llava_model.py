@@ -248,15 +248,18 @@ class MGLLaVAModel(BaseModel):
         params = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith('llm.')]
         return sum(p.view(-1)[0] for p in params) * 0.0 if params else 0.0
 
-    def embed_inputs(self, data):
-        """input_ids (B,L) with IMAGE_TOKEN_INDEX in visual slots -> inputs_embeds (B,L,H)."""
+    def embed_inputs(self, data, visual_tokens=None):
+        """input_ids (B,L) with IMAGE_TOKEN_INDEX in visual slots -> inputs_embeds (B,L,H).
+        visual_tokens: (V,H) already gathered for the slots (chat caches them across turns); default: encoded
+        from the batch's pixels."""
         input_ids = data['input_ids']
         visual_mask = input_ids == IMAGE_TOKEN_INDEX
         embeds = self.llm.get_input_embeddings()(input_ids.masked_fill(visual_mask, 0))
-        if data.get('pixel_values') is None:
-            return embeds + self._zero_touch() if self.training else embeds
-        feats = self.encode_visual(data)[data['visual_index']]
-        return embeds.masked_scatter(visual_mask.unsqueeze(-1), feats.to(embeds.dtype))
+        if visual_tokens is None:
+            if data.get('pixel_values') is None:
+                return embeds + self._zero_touch() if self.training else embeds
+            visual_tokens = self.encode_visual(data)[data['visual_index']]
+        return embeds.masked_scatter(visual_mask.unsqueeze(-1), visual_tokens.to(embeds.dtype))
 
     def forward(self, data, data_samples=None, mode='loss'):
         if mode == 'loss':
