@@ -161,10 +161,11 @@ def test_bad_box(data, good, kind):
     with pytest.raises(DataError) as e:
         ds[0]
     expect(e, 'boxes.json', repr(good[0][0]['id']), kind)
-    # skip mode: the bad box is dropped, the sample is kept
+    # skip mode: the bad box is dropped (and counted), the sample is kept
     ds, _, _ = data(boxes=boxes, on_bad_sample='skip')
     sample = ds[0]
     assert sample['id'] == good[0][0]['id'] and len(sample['boxes']) == max(1, n - 1)
+    assert ds.skipped == {'bad boxes dropped': 1}
 
 
 # ------------------------------------------------------------------------------------------ skip mode

@@ -208,12 +208,15 @@ class MGLLaVADataset(torch.utils.data.Dataset):
                     raise DataError(self.box_json_path, f'id {sid!r}', 'no box entry for this image sample',
                                     kind='missing box entry')
                 try:
-                    boxes, _, _ = preprocess_boxes(entry['boxes'], entry['labels'], entry['scores'],
-                                                   views['orig_size'], self.spec, text_len=len(input_ids),
-                                                   max_length=self.max_length,
-                                                   skip_bad=self.on_bad_sample == 'skip')
+                    boxes, _, stats = preprocess_boxes(entry['boxes'], entry['labels'], entry['scores'],
+                                                       views['orig_size'], self.spec, text_len=len(input_ids),
+                                                       max_length=self.max_length,
+                                                       skip_bad=self.on_bad_sample == 'skip')
                 except BoxError as e:
                     raise DataError(self.box_json_path, f'id {sid!r}', str(e), kind='bad boxes') from None
+                dropped = stats['degenerate'] + stats['outside']
+                if dropped:  # skip mode: the sample is kept, its bad boxes are counted like skipped samples
+                    self.skipped['bad boxes dropped'] = self.skipped.get('bad boxes dropped', 0) + dropped
                 sample['boxes'] = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
                 n_obj = len(sample['boxes'])
         sample['input_ids'], sample['labels'] = expand_visual_slots(input_ids, labels, self.num_image_tokens + n_obj)
