@@ -240,3 +240,38 @@ def test_two_process_eval_matches_one_process(run_dir, eval_ckpt, export_eval):
     preds_1, _ = export_eval
     preds_2, _ = evaluate(run_dir, run_dir / 'eval_2proc', '--export', eval_ckpt[1], nproc=2)
     assert preds_2 == preds_1
+
+
+def test_eval_sh_runs_tools_test_on_an_export(run_dir, eval_ckpt, export_eval):
+    preds_1, _ = export_eval
+    out = run_dir / 'eval_sh'
+    res = subprocess.run(['bash', str(REPO / 'script/eval.sh'), CFG, str(eval_ckpt[1]), str(out), '--dtype', 'fp32',
+                          '--batch-size', '4', '--no-progress', '--benchmarks', 'shapes_pope'],
+                         cwd=run_dir, env=env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert (out / 'shapes_pope_predictions.jsonl').read_text() == preds_1['shapes_pope']
+    assert not (out / 'shapes_mc_predictions.jsonl').exists()
+
+
+def test_pipeline_runs_every_stage_and_stops_at_the_first_failure(run_dir):
+    pipeline = str(REPO / 'script/pipeline.sh')
+    work = run_dir / 'pipeline'
+    e = dict(env(), EXPORT_ARGS='--fp32', EVAL_ARGS='--dtype fp32 --no-progress --benchmarks shapes_pope')
+    res = subprocess.run(['bash', pipeline, CFG, CFG, str(work)], cwd=run_dir, env=e, capture_output=True,
+                         text=True, timeout=900)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-4000:]
+    for stage in ('[1/4] pretrain', '[2/4] instruction tuning', '[3/4] export', '[4/4] evaluation'):
+        assert stage in log, stage
+    # stage 2 started from stage 1's checkpoint
+    assert f'pretrained_pth={work}/pretrain/iter_{ITERS}.pth' in log
+    assert (work / 'export' / 'mg_llava_config.json').is_file()
+    assert (work / 'eval' / 'summary.md').is_file() and (work / 'eval' / 'shapes_pope_scores.json').is_file()
+    # a crash in stage 1 (here: run where the config's .demo/ assets do not exist; `xtuner train` would still
+    # exit 0) stops the pipeline before stage 2
+    elsewhere = run_dir / 'no_assets_here'
+    elsewhere.mkdir()
+    res = subprocess.run(['bash', pipeline, CFG, CFG, str(elsewhere / 'work')], cwd=elsewhere, env=e,
+                         capture_output=True, text=True, timeout=600)
+    log = res.stdout + res.stderr
+    assert res.returncode != 0 and '[1/4] pretrain' in log and '[2/4]' not in log, log[-3000:]
