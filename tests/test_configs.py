@@ -118,6 +118,21 @@ def test_child_repoints_every_copy(path):
     assert cfg.train_dataloader.dataset.vision_spec == cfg.vision_spec
 
 
+@pytest.mark.parametrize('path', CONFIGS)
+def test_evaluation_entries_are_complete(path):
+    """Every SFT config (and every child) carries the standard suite or the demo's, each entry usable by
+    tools/test.py; a broken entry is reported with its name."""
+    from mg_llava.evaluation.loop import check_entry
+    cfg = _load(path)
+    entries = (cfg.get('evaluation') or {}).get('benchmarks', [])
+    if '_sft' in osp.basename(path):
+        assert entries, path
+    for entry in entries:
+        check_entry(dict(entry))
+    names = [e.get('name', e['benchmark']) for e in entries]
+    assert len(names) == len(set(names)), names  # names are output file names
+
+
 @pytest.mark.parametrize('path', MG_CHILDREN)
 def test_recipe(path):
     base = osp.basename(path)[:-3]  # e.g. vicuna7b_pretrain, vicuna7b_sft, vicuna7b_sft_lora

@@ -5,6 +5,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,20 @@ def test_evaluate_writes_predictions_scores_and_summary(model, bench, tmp_path):
     assert '- checkpoint: `ckpt.pth`' in md and f'| shapes_short | gqa | accuracy | {result["accuracy"]:.2f} |' in md
     rows = list(csv.reader((tmp_path / 'summary.csv').open()))
     assert ['# checkpoint', 'ckpt.pth'] in rows and ['shapes_short', 'gqa', 'open', f'{result["open"]:.2f}'] in rows
+
+
+@pytest.mark.parametrize('entry, message', [
+    (dict(name='x', benchmark='textvqa', data='q.jsonl', image_folder='i'), 'needs `annotations`'),
+    (dict(name='x', benchmark='pope', data='pope/'), 'set `image_folder`'),
+    (dict(name='x', benchmark='chartqa', data='test_human.json'), 'set `image_folder`'),
+    (dict(name='x', benchmark='mmbnech', data='a.tsv'), "got 'mmbnech'"),
+    (dict(name='x', benchmark='mmbench', data='a.tsv', box='b.json'), "unknown key 'box'"),
+])
+def test_incomplete_entries_are_rejected_with_their_name(entry, message):
+    from mg_llava.evaluation.loop import check_entry
+    with pytest.raises(ValueError, match=rf"evaluation entry 'x': .*{re.escape(message)}"):
+        check_entry(entry)
+    check_entry(dict(name='ok', benchmark='mmbench', data='a.tsv', box_file='b.json'))  # TSVs carry images
 
 
 def _tools_test():

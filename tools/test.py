@@ -80,7 +80,7 @@ def main(argv=None):
     import mg_llava  # noqa: F401 - CPU shims, registry
     from mmengine.config import Config
 
-    from mg_llava.evaluation.loop import DTYPES, rank_and_world, run_evaluation
+    from mg_llava.evaluation.loop import DTYPES, check_entry, rank_and_world, run_evaluation
     from mg_llava.models import load_hf
 
     cfg = Config.fromfile(args.config)
@@ -97,6 +97,11 @@ def main(argv=None):
     if not benchmarks:
         print(f'{args.config}: `evaluation.benchmarks` is empty; nothing to evaluate')
         return 0
+    for bench in benchmarks:  # fail before the (slow) model build
+        try:
+            check_entry(bench)
+        except ValueError as e:
+            sys.exit(f'{args.config}: {e}')
     init_distributed(args.launcher)
     rank, world = rank_and_world()
     torch.manual_seed(0)

@@ -144,6 +144,30 @@ def headline(benchmark, result):
     return OrderedDict((k, result[k]) for k in keys if k in result)
 
 
+FOLDER_IMAGES = ('textvqa', 'gqa', 'vqav2', 'vizwiz', 'llava_bench', 'mmvet', 'pope')  # jsonl rows name a file
+NEEDS_ANNOTATIONS = ('textvqa', 'gqa')  # the question file lacks the answers (and, for textvqa, the ids)
+ENTRY_KEYS = ('name', 'benchmark', 'data', 'image_folder', 'annotations', 'box_file', 'test_questions')
+
+
+def check_entry(bench):
+    """A config's benchmark entry is complete (checked before any model is built). Raises ValueError."""
+    name = bench.get('name', bench.get('benchmark'))
+    problems = [f'unknown key {k!r}' for k in bench if k not in ENTRY_KEYS]
+    kind = bench.get('benchmark')
+    if kind not in Q.QUESTION_BENCHMARKS:
+        problems.append(f'benchmark must be one of {", ".join(Q.QUESTION_BENCHMARKS)}, got {kind!r}')
+    if not bench.get('data'):
+        problems.append('no `data` file')
+    needs_folder = kind in FOLDER_IMAGES or (kind in ('chartqa', 'docvqa') and
+                                             not str(bench.get('data', '')).endswith('.tsv'))
+    if needs_folder and not bench.get('image_folder'):
+        problems.append(f'{kind} reads its images from a folder: set `image_folder`')
+    if kind in NEEDS_ANNOTATIONS and not bench.get('annotations'):
+        problems.append(f'{kind} needs `annotations` (the official answers file)')
+    if problems:
+        raise ValueError(f'evaluation entry {name!r}: ' + '; '.join(problems))
+
+
 def evaluate_benchmark(model, spec, bench, out_dir, batch_size=8, max_new_tokens=None, num_workers=0,
                        system='', progress=True, generation_kwargs=None):
     """Run one benchmark entry dict(name, benchmark, data, image_folder=None, annotations=None, box_file=None,
@@ -151,11 +175,9 @@ def evaluate_benchmark(model, spec, bench, out_dir, batch_size=8, max_new_tokens
     On rank 0 writes <name>_predictions.jsonl (+ official submission files, <name>_scores.json) and returns
     the scorer's result dict (None on other ranks; {} for prediction-only benchmarks)."""
     bench = dict(bench)
+    check_entry(bench)
     kind = bench['benchmark']
     name = bench.get('name', kind)
-    if kind not in Q.QUESTION_BENCHMARKS:
-        raise ValueError(f'benchmark entry {name!r}: unknown benchmark {kind!r}; choose from '
-                         f'{", ".join(Q.QUESTION_BENCHMARKS)}')
     questions = Q.load_questions(kind, bench['data'], bench.get('image_folder'), bench.get('annotations'))
     box_file = bench.get('box_file')
     boxes = load_box_index(box_file) if box_file and model.bbox_projector is not None else None
