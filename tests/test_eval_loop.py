@@ -159,3 +159,38 @@ def test_eval_generate_tiny_is_faster_batched_with_identical_predictions():
     r = json.loads(lines[0])
     assert r['identical'] and r['mismatches'] == 0 and r['questions'] > r['batch_size'] > 1
     assert r['speedup'] == pytest.approx(r['batched_questions_per_s'] / r['bs1_questions_per_s'], rel=0.02)
+
+
+def test_interrupted_benchmark_resumes_without_redoing_finished_batches(model, bench, tmp_path, monkeypatch):
+    """A missing image half-way stops the run with an error naming the file and the question; the batches
+    answered before it are kept in the partial file and not generated again by the rerun."""
+    import shutil
+
+    from mg_llava.evaluation import loop
+    from mg_llava.evaluation.loaders import ScoreError
+    clean = loop.evaluate_benchmark(model, loop.VisionSpec(**SPEC), bench, str(tmp_path / 'clean'), batch_size=1,
+                                    progress=False)
+    images = Path(shutil.copytree(bench['image_folder'], tmp_path / 'images'))
+    qs = questions_of(bench)
+    order = [q for b in loop.make_batches(qs, model.tokenizer, 1) for q in b]
+    last = max(order, key=lambda q: min(k for k, o in enumerate(order) if o['image'] == q['image']))  # seen last
+    (images / Path(last['image']['path']).name).rename(tmp_path / 'moved.png')
+    moved_bench = dict(bench, image_folder=str(images))
+    out = tmp_path / 'run'
+    with pytest.raises(ScoreError, match=rf"{Path(last['image']['path']).name} \[question ho_.*line \d+\]: "
+                                         "image file not found"):
+        loop.evaluate_benchmark(model, loop.VisionSpec(**SPEC), moved_bench, str(out), batch_size=1, progress=False)
+    batches = loop.make_batches(qs, model.tokenizer, 1)
+    first_bad = next(k for k, b in enumerate(batches) if any(q['image'] == last['image'] for q in b))
+    partial = (out / 'shapes_short_predictions.partial.rank0.jsonl').read_text().splitlines()
+    assert first_bad > 0 and len(partial) == sum(len(b) for b in batches[:first_bad])
+    (tmp_path / 'moved.png').rename(images / Path(last['image']['path']).name)
+    calls = []
+    generate = model.generate
+    monkeypatch.setattr(model, 'generate', lambda data, **kw: calls.append(1) or generate(data, **kw))
+    again = loop.evaluate_benchmark(model, loop.VisionSpec(**SPEC), moved_bench, str(out), batch_size=1,
+                                    progress=False)
+    assert len(calls) == len(batches) - first_bad and again['accuracy'] == clean['accuracy']
+    assert (out / 'shapes_short_predictions.jsonl').read_text() == \
+        (tmp_path / 'clean' / 'shapes_short_predictions.jsonl').read_text()
+    assert not list(out.glob('*.partial.*'))

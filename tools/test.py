@@ -10,7 +10,9 @@ batch_size=8, dtype='bf16', max_new_tokens=..., num_workers=..., system='', gene
 run (see
 configs/_base_/mg_llava_sft.py). Writes, per benchmark, <name>_predictions.jsonl ({"id", "prediction"}: the
 input of `python -m mg_llava.evaluation.score`), <name>_scores.json and official submission files, and one
-summary.md + summary.csv recording model, config and checkpoint. Exits non-zero on any failure.
+summary.md + summary.csv recording model, config and checkpoint. Exits non-zero on any failure. Each finished
+batch is appended to <name>_predictions.partial.rank<r>.jsonl; rerunning into the same --work-dir after a crash
+skips those batches (use a fresh --work-dir for another model or checkpoint).
 """
 import argparse
 import os

@@ -102,27 +102,60 @@ def _to(data, device):
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in data.items()}
 
 
+def _read_partial(out_dir, name):
+    """{id: prediction} from every rank's partial file of an interrupted run (a cut-off last line is ignored)."""
+    done = {}
+    if not (out_dir and osp.isdir(out_dir)):
+        return done
+    for f in sorted(os.listdir(out_dir)):
+        if f.startswith(f'{name}_predictions.partial.rank') and f.endswith('.jsonl'):
+            with open(osp.join(out_dir, f)) as fh:
+                for line in fh:
+                    try:
+                        rec = json.loads(line)
+                        done[rec['id']] = rec['prediction']
+                    except (ValueError, KeyError):
+                        break  # the line being written when the run stopped
+    return done
+
+
 def predict(model, questions, build, batch_size=8, max_new_tokens=None, num_workers=0, desc='', progress=True,
-            generation_kwargs=None):
+            generation_kwargs=None, partial=None):
     """Predictions {id: text} for this rank's share of `questions` (all of them on 1 rank).
-    generation_kwargs: extra `llm.generate` arguments (greedy by default)."""
+    generation_kwargs: extra `llm.generate` arguments (greedy by default).
+    partial: (out_dir, name) to append each finished batch to <name>_predictions.partial.rank<r>.jsonl and to
+    skip batches an interrupted run already answered (batches are fixed, so their answers are the same)."""
     rank, world = rank_and_world()
+    done = _read_partial(*partial) if partial else {}
     batches = make_batches(questions, model.tokenizer, batch_size)[rank::world]
+    preds = {q['id']: done[q['id']] for b in batches if all(q['id'] in done for q in b) for q in b}
+    batches = [b for b in batches if not all(q['id'] in done for q in b)]
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
     loader = DataLoader(_Batches(batches, build, pad), batch_size=None, shuffle=False, num_workers=num_workers)
     device = next(model.llm.parameters()).device
+    sink = None
+    if partial:
+        os.makedirs(partial[0], exist_ok=True)
+        sink = open(osp.join(partial[0], f'{partial[1]}_predictions.partial.rank{rank}.jsonl'), 'a')
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
         bar = tqdm(total=len(batches), desc=desc, unit='batch', dynamic_ncols=True)
-    preds = {}
-    for data in loader:
-        answers = model.generate(_to(data, device), max_new_tokens=max_new_tokens, **(generation_kwargs or {}))
-        preds.update(zip(data['ids'], answers))
+    try:
+        for data in loader:
+            answers = model.generate(_to(data, device), max_new_tokens=max_new_tokens, **(generation_kwargs or {}))
+            preds.update(zip(data['ids'], answers))
+            if sink is not None:
+                sink.writelines(json.dumps({'id': i, 'prediction': a}, ensure_ascii=False) + '\n'
+                                for i, a in zip(data['ids'], answers))
+                sink.flush()
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if sink is not None:
+            sink.close()
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
     return preds
 
 
@@ -184,7 +217,7 @@ def evaluate_benchmark(model, spec, bench, out_dir, batch_size=8, max_new_tokens
     build = SampleBuilder(model, spec, boxes, box_file, system)
     t0 = time.time()
     local = predict(model, questions, build, batch_size, max_new_tokens, num_workers, desc=name, progress=progress,
-                    generation_kwargs=generation_kwargs)
+                    generation_kwargs=generation_kwargs, partial=(out_dir, name))
     preds = gather_predictions(local)
     seconds = time.time() - t0
     if rank_and_world()[0] != 0:
@@ -194,6 +227,9 @@ def evaluate_benchmark(model, spec, bench, out_dir, batch_size=8, max_new_tokens
         for q in questions:
             f.write(json.dumps({'id': q['id'], 'prediction': preds[q['id']]}, ensure_ascii=False) + '\n')
     write_outputs(kind, questions, preds, out_dir, name, test_questions=bench.get('test_questions'))
+    for f in os.listdir(out_dir):  # the final file holds them all now
+        if f.startswith(f'{name}_predictions.partial.rank'):
+            os.remove(osp.join(out_dir, f))
     items = Q.score_data(kind, bench['data'], bench.get('annotations'))
     result = OrderedDict() if items is None else S.score_items(kind, items, preds)
     result.update(n_questions=len(questions), seconds=round(seconds, 2),
@@ -234,6 +270,7 @@ def run_evaluation(model, spec, benchmarks, out_dir, header=None, batch_size=8, 
                                     system, progress, generation_kwargs)
         if result is not None:
             rows.append((bench.get('name', bench['benchmark']), bench['benchmark'], result))
+            write_summary(rows, out_dir, header or {})  # after each benchmark: a later crash keeps the table
     if rank_and_world()[0] != 0:
         return None
     write_summary(rows, out_dir, header or {})
