@@ -1,26 +1,41 @@
-"""Small, guarded shims that let pip xtuner 0.2.0 / mmengine 0.10.6 run on a CPU-only machine.
+"""Small, guarded shims that let pip xtuner 0.2.0 / mmengine 0.10.6 run on CPU-only hosts, resume without
+environment variables, and run DeepSpeed in one process. Every patch is inert where it is not needed.
 
-Every patch is inert when CUDA is present. Configs import `DIST_TIMEOUT` from here inside
-`env_cfg.dist_cfg`, because mmengine resolves that value in `Runner.setup_env` *before* it calls
-`torch.cuda.set_device` — the earliest point at which a lazily parsed config can run our code
-(see docs/ARCHITECTURE.md and the spec "xtuner_on_cpu").
+When our code runs: mmengine parses xtuner configs lazily, so nothing of ours executes until the first
+config value that names it is read. xtuner's `train.py` reads `use_varlen_attn` first of all (its
+`check_cfg`), before the `--resume` seed read and the `--deepspeed` dtype choice. The shipped bases therefore
+set `use_varlen_attn = VARLEN_ATTN` imported from here: resolving it imports this module, which installs the
+shims, and yields False. `DIST_TIMEOUT` (read by `Runner.setup_env` before `torch.cuda.set_device`) is a
+second, later entry point for configs that do not inherit the bases.
 """
+import importlib.util
 import os
+import socket
 
 import torch
 
-# Seconds, not a timedelta: mmengine's init_dist rejects timedelta objects.
-DIST_TIMEOUT = 1800
+VARLEN_ATTN = False  # see the module docstring: the value xtuner reads first
+DIST_TIMEOUT = 1800  # seconds, not a timedelta: mmengine's init_dist rejects timedelta objects
+DIST_BACKEND = 'nccl' if torch.cuda.is_available() else 'gloo'
 
 _PATCHED = False
 
 
-def _trusted_local_loader(filename, map_location):
-    # mmengine checkpoints pickle HistoryBuffer/numpy objects; torch>=2.6 defaults to weights_only=True.
-    # Checkpoints written by our own runs are trusted.
+def _weights_only_local_loader(filename, map_location):
+    # Our checkpoints are weights-only loadable (mg_llava.engine.resume.ExactResumeHook); torch's default
+    # safe loader is used, never a trusted-pickle load.
     if not os.path.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
-    return torch.load(filename, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError or RuntimeError here
+        if 'Weights only load failed' not in str(e):
+            raise
+        raise RuntimeError(
+            f'{filename} holds pickled Python objects (a checkpoint written by plain mmengine or an older '
+            'mg_llava), which torch>=2.6 refuses to load by default. If you trust the file, run this command '
+            'once with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1; checkpoints written from now on load without it.'
+        ) from None
 
 
 def bitsandbytes_usable():
@@ -42,8 +57,54 @@ def hide_broken_bitsandbytes():
     lora_model.is_bnb_4bit_available = lambda: False
 
 
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return str(s.getsockname()[1])
+
+
+def _patch_deepspeed_strategy():
+    """`xtuner train --deepspeed deepspeed_zero2` on a CPU host, and in one process anywhere.
+
+    - xtuner's presets say fp16/bf16 "auto", which resolves to fp16 on a CPU host; DeepSpeed has no CPU fp16
+      training, so on a host without CUDA both are switched off (the same as configs/deepspeed/ds_zero2_cpu.json).
+    - Without torchrun/SLURM variables DeepSpeed looks for MPI (`No module named 'mpi4py'`); a single process
+      gets the variables of a one-rank torchrun instead.
+    """
+    from mmengine.logging import print_log
+    from xtuner.engine._strategy import deepspeed as xds
+
+    strategy_cls = xds.DeepSpeedStrategy
+    if getattr(strategy_cls, '_mg_llava_patched', False):
+        return
+    init, setup = strategy_cls.__init__, strategy_cls._setup_distributed
+
+    def __init__(self, *args, **kwargs):
+        config = kwargs.get('config')
+        if isinstance(config, dict) and not torch.cuda.is_available():
+            changed = [k for k in ('fp16', 'bf16') if (config.get(k) or {}).get('enabled') not in (False, None)]
+            for k in ('fp16', 'bf16'):
+                config.setdefault(k, {})['enabled'] = False
+            if changed:
+                print_log(f'DeepSpeed on a CPU host: {"/".join(changed)} switched off (CPU training is fp32); '
+                          'configs/deepspeed/ds_zero2_cpu.json says so explicitly', 'current')
+        init(self, *args, **kwargs)
+
+    def _setup_distributed(self, launcher=None, backend='nccl', **kwargs):
+        if launcher in (None, 'none') and 'RANK' not in os.environ:
+            os.environ.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', LOCAL_WORLD_SIZE='1')
+            os.environ.setdefault('MASTER_ADDR', '127.0.0.1')
+            os.environ.setdefault('MASTER_PORT', _free_port())
+        if not torch.cuda.is_available():
+            backend = 'gloo'
+        return setup(self, launcher, backend, **kwargs)
+
+    strategy_cls.__init__, strategy_cls._setup_distributed = __init__, _setup_distributed
+    strategy_cls._mg_llava_patched = True
+
+
 def apply():
-    """Install the CPU shims once. Called on `import mg_llava`."""
+    """Install the shims once (idempotent)."""
     global _PATCHED
     if _PATCHED:
         return
@@ -55,7 +116,9 @@ def apply():
         # mmengine's _init_dist_pytorch calls torch.cuda.set_device unconditionally.
         torch.cuda.set_device = lambda *a, **k: None
     from mmengine.runner.checkpoint import CheckpointLoader
-    CheckpointLoader.register_scheme(prefixes='', loader=_trusted_local_loader, force=True)
+    CheckpointLoader.register_scheme(prefixes='', loader=_weights_only_local_loader, force=True)
+    if importlib.util.find_spec('deepspeed') is not None:
+        _patch_deepspeed_strategy()
 
 
 apply()

@@ -4,14 +4,14 @@
 import torch
 from mmengine.dataset import DefaultSampler
 from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
-from mmengine.optim import AmpOptimWrapper, CosineAnnealingLR, LinearLR
 from torch.optim import AdamW
 from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
 from xtuner.engine.runner import TrainLoop
 from xtuner.utils import PROMPT_TEMPLATE
 
-from mg_llava.compat import DIST_TIMEOUT
+from mg_llava.compat import DIST_BACKEND, DIST_TIMEOUT, VARLEN_ATTN
 from mg_llava.data import MGLLaVADataset, mg_llava_collate_fn
+from mg_llava.engine import AutoAmpOptimWrapper, CosineAfterWarmupLR, ExactResumeHook, TrainVisualizer, WarmupLR
 from mg_llava.models import ConvNeXtTower, MGLLaVAModel
 
 #######################################################################
@@ -95,18 +95,20 @@ train_dataloader = dict(
 #######################################################################
 #                    PART 4  Scheduler & Optimizer                    #
 #######################################################################
+# AMP (fp16 loss scaling) on GPUs; a plain fp32 OptimWrapper on a CPU-only host (mmengine's AMP asserts there).
 optim_wrapper = dict(
-    type=AmpOptimWrapper,
+    type=AutoAmpOptimWrapper,
     optimizer=dict(type=AdamW, lr=lr, betas=betas, weight_decay=weight_decay),
     clip_grad=dict(max_norm=max_norm, error_if_nonfinite=False),
     accumulative_counts=accumulative_counts,
     loss_scale='dynamic',
     dtype='float16')
 
+# Warm-up rounded up to >= 2 iterations (mmengine truncates it to 0 or 1 on short runs: crash / lr stuck at 1e-9).
 param_scheduler = [
-    dict(type=LinearLR, start_factor=1e-5, by_epoch=True, begin=0, end=warmup_ratio * max_epochs,
+    dict(type=WarmupLR, start_factor=1e-5, by_epoch=True, begin=0, end=warmup_ratio * max_epochs,
          convert_to_iter_based=True),
-    dict(type=CosineAnnealingLR, eta_min=0.0, by_epoch=True, begin=warmup_ratio * max_epochs, end=max_epochs,
+    dict(type=CosineAfterWarmupLR, eta_min=0.0, by_epoch=True, begin=warmup_ratio * max_epochs, end=max_epochs,
          convert_to_iter_based=True),
 ]
 
@@ -115,26 +117,33 @@ train_cfg = dict(type=TrainLoop, max_epochs=max_epochs)
 #######################################################################
 #                           PART 5  Runtime                           #
 #######################################################################
-custom_hooks = []
+# Exact resume: weights-only-loadable checkpoints, RNG state, and a clear stop when optimizer state is missing.
+custom_hooks = [dict(type=ExactResumeHook)]
 
 default_hooks = dict(
     timer=dict(type=IterTimerHook),
     logger=dict(type=LoggerHook, log_metric_by_epoch=False, interval=10),
     param_scheduler=dict(type=ParamSchedulerHook),
-    checkpoint=dict(type=CheckpointHook, save_optimizer=False, by_epoch=False, interval=save_steps,
+    # save_optimizer=True: without it `--resume` cannot continue the lr schedule (ExactResumeHook refuses).
+    checkpoint=dict(type=CheckpointHook, save_optimizer=True, by_epoch=False, interval=save_steps,
                     max_keep_ckpts=save_total_limit),
     sampler_seed=dict(type=DistSamplerSeedHook),
 )
 
+# Read first by xtuner's train.py: resolving it imports mg_llava.compat (CPU/resume/DeepSpeed shims). Keep False.
+use_varlen_attn = VARLEN_ATTN
+
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl', timeout=DIST_TIMEOUT),  # DIST_TIMEOUT also installs the CPU shims early
+    dist_cfg=dict(backend=DIST_BACKEND, timeout=DIST_TIMEOUT),  # nccl with CUDA, gloo on a CPU-only host
 )
-# (CPU-only hosts additionally need device_ids=None and backend='gloo': see configs/demo/.)
-model_wrapper_cfg = dict(type='MMDistributedDataParallel', broadcast_buffers=False, find_unused_parameters=False)
+# device_ids=None: valid for one-GPU-per-process DDP and required for CPU modules.
+model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+                         find_unused_parameters=False)
 
-visualizer = None
+# TensorBoard: `--cfg-options visualizer.tensorboard=True` (pip install tensorboard); scalars.json always.
+visualizer = dict(type=TrainVisualizer, tensorboard=False)
 log_level = 'INFO'
 load_from = None
 resume = False

@@ -5,14 +5,15 @@
 # repository root, where `make demo` runs.
 from mmengine.dataset import DefaultSampler
 from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
-from mmengine.optim import CosineAnnealingLR, LinearLR, OptimWrapper
+from mmengine.optim import OptimWrapper
 from torch.optim import AdamW
 from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
 from xtuner.engine.runner import TrainLoop
 from xtuner.utils import PROMPT_TEMPLATE
 
-from mg_llava.compat import DIST_TIMEOUT
+from mg_llava.compat import DIST_TIMEOUT, VARLEN_ATTN
 from mg_llava.data import MGLLaVADataset, mg_llava_collate_fn
+from mg_llava.engine import CosineAfterWarmupLR, ExactResumeHook, WarmupLR
 from mg_llava.models import ConvNeXtTower, MGLLaVAModel
 
 #######################################################################
@@ -104,9 +105,9 @@ optim_wrapper = dict(
     accumulative_counts=accumulative_counts)
 
 param_scheduler = [
-    dict(type=LinearLR, start_factor=1e-2, by_epoch=True, begin=0, end=warmup_ratio * max_epochs,
+    dict(type=WarmupLR, start_factor=1e-2, by_epoch=True, begin=0, end=warmup_ratio * max_epochs,
          convert_to_iter_based=True),
-    dict(type=CosineAnnealingLR, eta_min=lr * 0.05, by_epoch=True, begin=warmup_ratio * max_epochs,
+    dict(type=CosineAfterWarmupLR, eta_min=lr * 0.05, by_epoch=True, begin=warmup_ratio * max_epochs,
          end=max_epochs, convert_to_iter_based=True),
 ]
 
@@ -115,7 +116,8 @@ train_cfg = dict(type=TrainLoop, max_epochs=max_epochs)
 #######################################################################
 #                           PART 5  Runtime                           #
 #######################################################################
-custom_hooks = []
+custom_hooks = [dict(type=ExactResumeHook)]
+use_varlen_attn = VARLEN_ATTN  # read first by xtuner's train.py: installs mg_llava's shims
 default_hooks = dict(
     timer=dict(type=IterTimerHook),
     logger=dict(type=LoggerHook, log_metric_by_epoch=False, interval=50),

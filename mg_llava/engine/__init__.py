@@ -1,0 +1,6 @@
+"""Training-engine pieces named by the configs: exact resume, short-run-safe schedules, runtime helpers."""
+from .resume import ExactResumeHook
+from .runtime import AutoAmpOptimWrapper, TrainVisualizer
+from .schedulers import CosineAfterWarmupLR, WarmupLR
+
+__all__ = ['ExactResumeHook', 'AutoAmpOptimWrapper', 'TrainVisualizer', 'CosineAfterWarmupLR', 'WarmupLR']
