@@ -11,6 +11,7 @@ second, later entry point for configs that do not inherit the bases.
 import importlib.util
 import os
 import socket
+import sys
 
 import torch
 
@@ -77,7 +78,7 @@ def _patch_deepspeed_strategy():
     strategy_cls = xds.DeepSpeedStrategy
     if getattr(strategy_cls, '_mg_llava_patched', False):
         return
-    init, setup = strategy_cls.__init__, strategy_cls._setup_distributed
+    init, wrap_model = strategy_cls.__init__, strategy_cls._wrap_model
 
     def __init__(self, *args, **kwargs):
         config = kwargs.get('config')
@@ -90,16 +91,20 @@ def _patch_deepspeed_strategy():
                           'configs/deepspeed/ds_zero2_cpu.json says so explicitly', 'current')
         init(self, *args, **kwargs)
 
-    def _setup_distributed(self, launcher=None, backend='nccl', **kwargs):
-        if launcher in (None, 'none') and 'RANK' not in os.environ:
+    def _wrap_model(self, model):
+        # deepspeed.initialize -> init_distributed: with no rank variables it tries MPI discovery.
+        if not torch.distributed.is_initialized() and 'RANK' not in os.environ:
             os.environ.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', LOCAL_WORLD_SIZE='1')
             os.environ.setdefault('MASTER_ADDR', '127.0.0.1')
             os.environ.setdefault('MASTER_PORT', _free_port())
         if not torch.cuda.is_available():
-            backend = 'gloo'
-        return setup(self, launcher, backend, **kwargs)
+            # DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce op with g++ (25 s to minutes) that
+            # only speeds up multi-process CPU collectives; gloo does the same work without it.
+            import deepspeed.ops
+            deepspeed.ops.__compatible_ops__['deepspeed_shm_comm'] = False
+        return wrap_model(self, model)
 
-    strategy_cls.__init__, strategy_cls._setup_distributed = __init__, _setup_distributed
+    strategy_cls.__init__, strategy_cls._wrap_model = __init__, _wrap_model
     strategy_cls._mg_llava_patched = True
 
 
@@ -117,7 +122,10 @@ def apply():
         torch.cuda.set_device = lambda *a, **k: None
     from mmengine.runner.checkpoint import CheckpointLoader
     CheckpointLoader.register_scheme(prefixes='', loader=_weights_only_local_loader, force=True)
-    if importlib.util.find_spec('deepspeed') is not None:
+    # Only where DeepSpeed is used (importing it costs seconds): `xtuner train --deepspeed ...` reaches us (via
+    # use_varlen_attn) before it imports deepspeed itself.
+    if importlib.util.find_spec('deepspeed') is not None and (
+            'deepspeed' in sys.modules or any(a.startswith('--deepspeed') for a in sys.argv)):
         _patch_deepspeed_strategy()
 
 
