@@ -6,7 +6,6 @@ export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
 export HF_DATASETS_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false
-export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
 # xtuner re-launches `python`/`torchrun` from PATH: make it the venv's.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
@@ -17,8 +16,9 @@ install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	-$(PY) -m pip uninstall -q -y mg_llava 2>/dev/null  # the distribution was renamed xtuner-mg-llava (see setup.py)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
-	$(PY) -m pip install -q --disable-pip-version-check pytest pytest-timeout
+	$(PY) -m pip install -q --disable-pip-version-check pytest pytest-timeout tensorboard
 	touch $@
 
 demo: install

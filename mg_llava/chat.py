@@ -21,6 +21,7 @@ from transformers import StoppingCriteriaList, TextStreamer
 from xtuner.dataset.utils import get_bos_eos_token_ids
 from xtuner.utils import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX, StopWordStoppingCriteria
 
+from . import compat  # noqa: F401  (CPU shims; inert with CUDA)
 from .data import DataError, VisionSpec, load_box_index, load_image, mg_llava_collate_fn
 from .data.dataset import as_template, expand_visual_slots
 from .data.inference import build_prompt_sample

@@ -58,6 +58,26 @@ def hide_broken_bitsandbytes():
     lora_model.is_bnb_4bit_available = lambda: False
 
 
+class _HideBitsandbytesFromEagerImports:
+    """Meta-path finder: on a host without CUDA, `mmengine.optim` (registering bitsandbytes' optimizers) and
+    `peft.helpers` import bitsandbytes as a side effect of their own import, which prints its "compiled without
+    GPU support" notice in every command. Those two importers are told it is absent; any real use (QLoRA, an
+    explicit `import bitsandbytes`) still imports it. A no-op with CUDA."""
+
+    EAGER_IMPORTERS = frozenset({'mmengine.optim.optimizer.builder', 'peft.helpers'})
+
+    def find_spec(self, name, path=None, target=None):
+        if name != 'bitsandbytes' or torch.cuda.is_available():
+            return None
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_globals.get('__name__', '').startswith(('importlib', '_frozen_importlib')):
+            frame = frame.f_back
+        if frame is not None and frame.f_globals.get('__name__') in self.EAGER_IMPORTERS:
+            raise ModuleNotFoundError('bitsandbytes hidden from an import-time registration (no CUDA)',
+                                      name=name)
+        return None
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -114,6 +134,8 @@ def apply():
     if _PATCHED:
         return
     _PATCHED = True
+    if not torch.cuda.is_available() and 'bitsandbytes' not in sys.modules:
+        sys.meta_path.insert(0, _HideBitsandbytesFromEagerImports())  # before mmengine.optim is imported below
     if not hasattr(torch.cpu, 'is_bf16_supported'):
         # xtuner asks the "current device" module whether bf16 is supported; torch.cpu lacks the attribute.
         torch.cpu.is_bf16_supported = lambda *a, **k: False

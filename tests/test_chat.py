@@ -26,7 +26,7 @@ VISION_SPEC = dict(image_size=T_IMG, image_size_aux=IMG_AUX, pad_to_square=True,
 
 def env():
     return dict(os.environ, HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1', HF_DATASETS_OFFLINE='1',
-                TOKENIZERS_PARALLELISM='false', TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1', OMP_NUM_THREADS='1')
+                TOKENIZERS_PARALLELISM='false', OMP_NUM_THREADS='1')
 
 
 @contextlib.contextmanager

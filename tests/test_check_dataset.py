@@ -12,11 +12,15 @@ TOOL = REPO / 'tools' / 'check_dataset.py'
 DEMO_CONFIG = REPO / 'configs' / 'demo' / 'mg_llava_demo_pretrain.py'
 
 
-def write_config(path, assets_root, world_root):
-    """The demo pretrain config with its `assets` / `data_root` lines pointed at the given dirs."""
+def write_config(path, assets_root, world_root, sizes=(112, 14, 256)):
+    """The demo pretrain config with its `assets` / `data_root` lines pointed at the given dirs and its
+    `image_size, patch_size, image_size_aux` line set to `sizes` (default: those of the `tiny_assets` towers:
+    CLIP 112 px / patch 14 -> 8x8 tokens, ConvNeXt at 256 px -> last stage 8x8)."""
     text, n = re.subn(r"^assets = .*$", f"assets = {str(assets_root) + '/'!r}", DEMO_CONFIG.read_text(), flags=re.M)
     text, m = re.subn(r"^data_root = .*$", f"data_root = {str(world_root) + '/'!r}", text, flags=re.M)
-    assert n == m == 1, 'the demo config no longer has one `assets =` and one `data_root =` line'
+    text, k = re.subn(r"^image_size, patch_size, image_size_aux = .*$",
+                      f"image_size, patch_size, image_size_aux = {', '.join(map(str, sizes))}", text, flags=re.M)
+    assert n == m == k == 1, 'the demo config no longer has one `assets =`, `data_root =` and image sizes line'
     path.write_text(text)
     return path
 
@@ -40,7 +44,7 @@ def test_clean_world_passes(tmp_path, tiny_world, tiny_assets):
     assert rc == 0, out
     assert out.rstrip().endswith('OK') and '[error]' not in out
     assert 'samples: 12 in' in out and 'image samples: 12, text-only: 0' in out
-    assert re.search(r'max total sequence length \(text \+ 16 image \+ object tokens\): \d+', out)
+    assert re.search(r'max total sequence length \(text \+ 64 image \+ object tokens\): \d+', out)
 
 
 def test_broken_world_fails_with_every_problem(tmp_path, tiny_world, tiny_assets):
@@ -70,3 +74,63 @@ def test_broken_world_fails_with_every_problem(tmp_path, tiny_world, tiny_assets
         count, examples = category(out, name)
         assert count == 1 and example_id in examples and example_file in examples, (name, examples)
     assert 'samples: 12 in' in out and '1 dropped at build time' in out
+
+
+def test_duplicate_box_ids_fail_naming_both_entries(tmp_path, tiny_world, tiny_assets):
+    world = Path(shutil.copytree(tiny_world['root'], tmp_path / 'world'))
+    boxes = json.loads((world / 'boxes.json').read_text())
+    dup = json.loads(json.dumps(boxes[3]))
+    dup['boxes'], dup['scores'], dup['labels'] = [], [], []   # a later, different entry that would silently win
+    boxes.append(dup)
+    (world / 'boxes.json').write_text(json.dumps(boxes))
+
+    rc, out = check(write_config(tmp_path / 'cfg.py', tiny_assets['root'], world))
+    assert rc == 1, out
+    count, examples = category(out, 'duplicated box id')
+    assert count == 1 and repr(boxes[3]['id']) in examples and 'boxes.json' in examples, examples
+    assert f'entries #3 and #{len(boxes) - 1}' in examples, examples
+    assert 'missing box entry' not in out                  # the duplicated id is reported once
+    assert out.rstrip().endswith('FAILED: 1 errors'), out
+
+
+def test_vision_spec_checked_against_the_towers_before_reading_data(tmp_path, tiny_world, tiny_assets):
+    # the demo's own sizes (CLIP 56 px) against the tiny_assets CLIP tower (112 px): training would crash at step 1
+    world = tmp_path / 'no_world'                         # nothing to read: the check must come first
+    rc, out = check(write_config(tmp_path / 'cfg.py', tiny_assets['root'], world, sizes=(56, 14, 128)))
+    assert rc == 1, out
+    assert f"vision_spec.image_size=56 but the CLIP tower at {tiny_assets['root']}" in out, out
+    assert 'takes 112 px images (patch 14 -> 64 tokens)' in out and 'num_image_tokens=64' in out, out
+    assert 'cannot build the dataset' not in out and out.rstrip().endswith('FAILED: 1 errors'), out
+
+    # token count alone, and a high-res side that is not a multiple of the ConvNeXt stride
+    rc, out = check(write_config(tmp_path / 'cfg.py', tiny_assets['root'], world, sizes=(112, 14, 250)),
+                    '--cfg-options', 'train_dataloader.dataset.num_image_tokens=16')
+    assert rc == 1, out
+    assert 'num_image_tokens=16 but the CLIP tower' in out and 'gives 64 tokens per image' in out, out
+    assert 'vision_spec.image_size_aux=250 is not a multiple of the ConvNeXt total stride 32' in out, out
+    assert out.rstrip().endswith('FAILED: 2 errors'), out
+
+    # without fusion resampling the last ConvNeXt grid (128 / 32 = 4) must equal the ViT grid (112 / 14 = 8)
+    rc, out = check(write_config(tmp_path / 'cfg.py', tiny_assets['root'], world, sizes=(112, 14, 128)),
+                    '--cfg-options', 'model.fusion_resample=False')
+    assert rc == 1 and 'model.fusion_resample=False' in out and 'image_size_aux=256' in out, out
+    # ...which the default (resampling) fusion accepts: the check passes and the (missing) data is read next
+    rc, out = check(write_config(tmp_path / 'cfg.py', tiny_assets['root'], world, sizes=(112, 14, 128)))
+    assert rc == 1 and 'vision spec vs towers' not in out and 'cannot build the dataset' in out, out
+
+
+def test_missing_evaluation_file_is_reported(tmp_path, tiny_world, tiny_assets):
+    """A config's `evaluation` entries (tools/test.py) are checked too: a missing benchmark file fails the
+    validation before any training; the good entry is not reported."""
+    cfg = write_config(tmp_path / 'cfg.py', tiny_assets['root'], tiny_world['root'])
+    missing = str(tmp_path / 'gone' / 'shapes_short_gt.json')
+    benchmarks = [dict(name='shapes_mc', benchmark='mmbench', data=tiny_world['bench_mc']),
+                  dict(name='shapes_short', benchmark='gqa', data=tiny_world['bench_short'], annotations=missing,
+                       image_folder=tiny_world['images'])]
+    cfg.write_text(cfg.read_text() + f'\nevaluation = dict(benchmarks={benchmarks!r})\n')
+    rc, out = check(cfg)
+    assert rc == 1, out
+    assert out.rstrip().endswith('FAILED: 1 errors'), out
+    count, examples = category(out, 'evaluation entry: missing or unreadable file')
+    assert count == 1 and "id 'shapes_short' in " + missing in examples and '`annotations`: file not found' in examples
+    assert 'shapes_mc' not in out

@@ -7,7 +7,7 @@ import shutil
 import pytest
 from xtuner.utils import IGNORE_INDEX, PROMPT_TEMPLATE
 
-from mg_llava.data import DataError, MGLLaVADataset
+from mg_llava.data import DataError, MGLLaVADataset, load_box_index
 from mg_llava.data.dataset import tokenize_conversation
 
 TEMPLATE = PROMPT_TEMPLATE.vicuna
@@ -85,6 +85,32 @@ def test_box_json_lengths_differ(data, good):
     with pytest.raises(DataError) as e:
         data(boxes=boxes)
     expect(e, 'boxes.json', repr(boxes[2]['id']), 'differ in length')
+
+
+def test_duplicate_box_id_names_both_entries(data, good):
+    boxes = copy.deepcopy(good[1])
+    boxes.append(dict(copy.deepcopy(boxes[1]), boxes=[], scores=[], labels=[]))   # would silently replace #1
+    with pytest.raises(DataError) as e:
+        data(boxes=boxes)
+    expect(e, 'boxes.json', repr(boxes[1]['id']), 'duplicated box id', 'entries #1 and #4', "on_bad_sample='skip'")
+    # skip mode: the sample whose boxes are ambiguous is skipped (counted), the others load
+    ds, _, _ = data(boxes=boxes, on_bad_sample='skip')
+    assert ds.box_duplicates == {str(boxes[1]['id']): [1, 4]}
+    assert ds[1]['id'] == good[0][2]['id'] and ds.skipped == {'duplicated box id': 1}
+
+
+def test_duplicate_box_id_in_jsonl_and_across_int_and_str(tmp_path, good):
+    entries = copy.deepcopy(good[1][:3])
+    entries[2]['id'] = entries[0]['id']
+    path = tmp_path / 'boxes.jsonl'
+    path.write_text('\n\n'.join(json.dumps(x) for x in entries) + '\n')   # blank lines do not count as entries
+    with pytest.raises(DataError) as e:
+        load_box_index(str(path))
+    expect(e, 'boxes.jsonl', repr(str(entries[0]['id'])), 'entries #0 and #2')
+    ints = [dict(entries[0], id=7), dict(entries[1], id='7')]     # ids are matched as str(id)
+    (tmp_path / 'boxes.json').write_text(json.dumps(ints))
+    with pytest.raises(DataError, match='entries #0 and #1'):
+        load_box_index(str(tmp_path / 'boxes.json'))
 
 
 # ------------------------------------------------------------------------------------------ text
@@ -190,3 +216,25 @@ def test_skip_mode_counts_and_moves_on(data, good):
 def test_on_bad_sample_is_validated(data):
     with pytest.raises(ValueError, match='on_bad_sample'):
         data(on_bad_sample='ignore')
+
+
+# ------------------------------------------------------------------------------------------ messages
+
+def test_bad_sample_errors_name_the_users_switch(data, good):
+    """Every bad-sample error says how to skip: the dataset's on_bad_sample, not an internal argument."""
+    switch = ("on_bad_sample='skip'", 'train_dataloader.dataset.on_bad_sample=skip')
+    boxes = copy.deepcopy(good[1])
+    boxes[0]['boxes'][0] = [5000, 5000, 5010, 5010]
+    ds, _, _ = data(boxes=boxes)
+    with pytest.raises(DataError) as e:
+        ds[0]
+    assert 'skip_bad' not in expect(e, 'boxes.json', 'out-of-frame', *switch)
+    records = copy.deepcopy(good[0])
+    records[1]['image'] = 'nope.png'
+    ds, _, _ = data(records)
+    with pytest.raises(DataError) as e:
+        ds[1]
+    expect(e, 'nope.png', *switch)
+    with pytest.raises(DataError) as e:
+        data(max_length=2)
+    expect(e, '<image> token was cut', *switch)

@@ -194,3 +194,206 @@ def test_interrupted_benchmark_resumes_without_redoing_finished_batches(model, b
     assert (out / 'shapes_short_predictions.jsonl').read_text() == \
         (tmp_path / 'clean' / 'shapes_short_predictions.jsonl').read_text()
     assert not list(out.glob('*.partial.*'))
+
+
+# ------------------------------------------------------------------ resume provenance (issue 7, item 4)
+def crash_after(monkeypatch, model, n):
+    """model.generate raises on its (n+1)-th call (an interrupted run); returns the list of calls made."""
+    calls = []
+    generate = type(model).generate.__get__(model)  # the real one, not an earlier test double
+
+    def fake(data, **kw):
+        if len(calls) == n:
+            raise RuntimeError('simulated crash')
+        calls.append(len(data['ids']))
+        return generate(data, **kw)
+    monkeypatch.setattr(model, 'generate', fake)
+    return calls
+
+
+def count_calls(monkeypatch, model):
+    return crash_after(monkeypatch, model, n=-1)  # never equal: counts only
+
+
+def partial_answers(out, name='shapes_short'):
+    return {r['id']: r['prediction'] for f in sorted(out.glob(f'{name}_predictions.partial.rank*.jsonl'))
+            for r in map(json.loads, f.read_text().splitlines())}
+
+
+def test_resume_refuses_partial_answers_of_another_model_and_restart_regenerates_all(
+        model, bench, tiny_assets, tmp_path, monkeypatch):
+    """Crash half-way with model A, rerun with model B (other weights) into the same work dir: refused, naming
+    the benchmark and both models; with restart every answer is B's (none of A's partial answers kept)."""
+    from mg_llava.demo.tiny_assets import build_random_model
+    from mg_llava.evaluation import loop
+    from mg_llava.evaluation.resume import ResumeError, short, state_dict_digest
+    model_b = build_random_model(tiny_assets, seed=1).eval()
+    digest_a, digest_b = state_dict_digest(model.state_dict()), state_dict_digest(model_b.state_dict())
+    assert digest_a != digest_b
+    prov_a = {'model': {'export': '/exports/model_A', 'digest': digest_a}, 'config': '/configs/sft.py'}
+    prov_b = {'model': {'export': '/exports/model_B', 'digest': digest_b}, 'config': '/configs/sft.py'}
+    clean_b = tmp_path / 'clean_b'
+    loop.run_evaluation(model_b, SPEC, [bench], str(clean_b), batch_size=2, progress=False, provenance=prov_b)
+
+    out = tmp_path / 'run'
+    crash_after(monkeypatch, model, 2)
+    with pytest.raises(RuntimeError, match='simulated crash'):
+        loop.run_evaluation(model, SPEC, [bench], str(out), batch_size=2, progress=False, provenance=prov_a)
+    from_a = partial_answers(out)
+    assert len(from_a) == 4
+    meta = json.loads((out / 'shapes_short_predictions.partial.meta.json').read_text())
+    assert meta['model'] == prov_a['model'] and meta['settings']['batch_size'] == 2
+
+    calls_b = count_calls(monkeypatch, model_b)
+    with pytest.raises(ResumeError) as refused:
+        loop.run_evaluation(model_b, SPEC, [bench], str(out), batch_size=2, progress=False, provenance=prov_b)
+    msg = str(refused.value)
+    for needle in (str(out), "'shapes_short'", '/exports/model_A', short(digest_a), '/exports/model_B',
+                   short(digest_b), '--restart', 'fresh --work-dir'):
+        assert needle in msg, (needle, msg)
+    assert calls_b == [] and partial_answers(out) == from_a  # nothing generated, nothing deleted
+    with pytest.raises(ResumeError, match=r'settings\.batch_size: was 2, now 5'):  # same model, other batches
+        loop.run_evaluation(model, SPEC, [bench], str(out), batch_size=5, progress=False, provenance=prov_a)
+
+    (_, _, result), = loop.run_evaluation(model_b, SPEC, [bench], str(out), batch_size=2, progress=False,
+                                          provenance=prov_b, restart=True)
+    assert sum(calls_b) == 10 and result['resumed'] == 0 and result['generated'] == 10  # all regenerated
+    final = (out / 'shapes_short_predictions.jsonl').read_text()
+    assert final == (clean_b / 'shapes_short_predictions.jsonl').read_text()
+    b_answers = {r['id']: r['prediction'] for r in map(json.loads, final.splitlines())}
+    assert any(b_answers[i] != a for i, a in from_a.items())  # A's answers differ: "none kept" is tested
+    md = (out / 'summary.md').read_text()
+    assert f'- model_digest: `{digest_b}`' in md and '- shapes_short: all 10 answers generated in this run' in md
+    assert not list(out.glob('*.partial.*'))
+
+
+def test_partial_answers_without_a_fingerprint_are_refused_unless_restart(model, bench, tmp_path, monkeypatch):
+    """A partial file of an older version (no meta file) has unknown provenance: refused; restart drops it."""
+    from mg_llava.evaluation import loop
+    from mg_llava.evaluation.resume import ResumeError
+    out = tmp_path / 'run'
+    out.mkdir()
+    first = loop.make_batches(questions_of(bench), model.tokenizer, 5)[0]
+    (out / 'shapes_short_predictions.partial.rank0.jsonl').write_text(
+        ''.join(json.dumps({'id': q['id'], 'prediction': 'FROM AN UNKNOWN MODEL'}) + '\n' for q in first))
+    with pytest.raises(ResumeError, match=r"(?s)'shapes_short'.*unknown provenance.*--restart"):
+        loop.run_evaluation(model, SPEC, [bench], str(out), batch_size=5, progress=False)
+    calls = count_calls(monkeypatch, model)
+    loop.run_evaluation(model, SPEC, [bench], str(out), batch_size=5, progress=False, restart=True)
+    assert sum(calls) == 10 and 'UNKNOWN' not in (out / 'shapes_short_predictions.jsonl').read_text()
+
+
+def test_same_model_resume_is_byte_identical_and_reported_in_summary(model, bench, tmp_path, monkeypatch, capsys):
+    from mg_llava.evaluation import loop
+    from mg_llava.evaluation.resume import short
+    clean = tmp_path / 'clean'
+    loop.run_evaluation(model, SPEC, [bench], str(clean), header={'export': '/e'}, batch_size=2, progress=False)
+    out = tmp_path / 'run'
+    crash_after(monkeypatch, model, 2)
+    with pytest.raises(RuntimeError, match='simulated crash'):
+        loop.run_evaluation(model, SPEC, [bench], str(out), header={'export': '/e'}, batch_size=2, progress=False)
+    calls = count_calls(monkeypatch, model)
+    capsys.readouterr()
+    (_, _, result), = loop.run_evaluation(model, SPEC, [bench], str(out), header={'export': '/e'}, batch_size=2,
+                                          progress=False)
+    assert sum(calls) == 6 and result['resumed'] == 4 and result['generated'] == 6
+    assert (out / 'shapes_short_predictions.jsonl').read_text() == \
+        (clean / 'shapes_short_predictions.jsonl').read_text()
+    assert json.loads((out / 'shapes_short_scores.json').read_text())['resumed'] == 4
+    assert 'shapes_short: resuming an interrupted run in' in capsys.readouterr().out
+    digest = result['model_digest']
+    md = (out / 'summary.md').read_text()
+    assert f'- model_digest: `{digest}`' in md
+    assert (f'- shapes_short: resumed 4 of 10 answers from an interrupted run (same model digest {short(digest)}, '
+            'entry and settings), 6 generated in this run') in md
+    rows = list(csv.reader((out / 'summary.csv').open()))
+    assert ['# model_digest', digest] in rows
+    assert ['shapes_short', 'gqa', 'answers_resumed', '4'] in rows and \
+        ['shapes_short', 'gqa', 'answers_generated', '6'] in rows
+    assert not list(out.glob('*.partial.*'))
+
+
+def write_eval_config(path, benchmarks, **settings):
+    path.write_text(f'evaluation = dict(benchmarks={benchmarks!r}, **{settings!r})\n')
+    return str(path)
+
+
+def test_tools_test_lists_every_bad_entry_file_before_building_the_model(tmp_path, bench, monkeypatch):
+    import mg_llava.models
+    tools = _tools_test()
+
+    def never(*a, **kw):
+        raise AssertionError('the model was built before the entries were checked')
+    monkeypatch.setattr(mg_llava.models, 'load_hf', never)
+    monkeypatch.setattr(tools, 'build_from_checkpoint', never)
+    bad_gt = tmp_path / 'gt.json'
+    bad_gt.write_text('{"q1": {"answer": "red"},')  # cut off
+    tsv = tmp_path / 'mc.tsv'
+    tsv.write_text('index\timage\tanswer\n0\tiVBOR\tA\n')  # no `question` column
+    missing = str(tmp_path / 'missing_pope.jsonl')
+    cfg = write_eval_config(tmp_path / 'cfg.py', [
+        dict(bench),  # fine
+        dict(name='pope_gone', benchmark='pope', data=missing, image_folder=bench['image_folder']),
+        dict(bench, name='gt_cut', annotations=str(bad_gt), image_folder=str(tmp_path / 'no_images'),
+             box_file=str(tmp_path / 'no_boxes.json')),
+        dict(name='mc_cols', benchmark='mmbench', data=str(tsv)),
+    ])
+    for source in (['--export', str(tmp_path / 'export')], ['--checkpoint', str(tmp_path / 'x.pth')]):
+        with pytest.raises(SystemExit) as e:
+            tools.main([cfg, *source])
+        msg = str(e.value.code)
+        assert msg.startswith(f'{cfg}: 5 problem(s)'), msg
+        for needle in (f"'pope_gone': `data` {missing}: file not found",
+                       f"'gt_cut': `annotations` {bad_gt}: malformed JSON",
+                       f"'gt_cut': `image_folder` {tmp_path / 'no_images'}: directory not found",
+                       f"'gt_cut': `box_file` {tmp_path / 'no_boxes.json'}: file not found",
+                       f"'mc_cols': `data` {tsv}: header row lacks column(s) 'question'"):
+            assert needle in msg, (needle, msg)
+        assert "'shapes_short'" not in msg
+
+
+def test_tools_test_refuses_another_exports_partial_answers_and_restart_flag(model, bench, tmp_path, monkeypatch):
+    """The digest of an export folder's files identifies the model; `--restart` starts the benchmark afresh."""
+    import mg_llava.models
+    from mg_llava.evaluation.resume import export_digest
+    exports = {}
+    for k in 'AB':
+        exports[k] = tmp_path / f'export_{k}'
+        exports[k].mkdir()
+        (exports[k] / 'mg_llava_config.json').write_text(json.dumps({'weights': k}))
+    monkeypatch.setattr(model, 'export_meta', {'vision_spec': SPEC}, raising=False)
+    monkeypatch.setattr(mg_llava.models, 'load_hf', lambda path, torch_dtype: model)
+    cfg = write_eval_config(tmp_path / 'cfg.py', [dict(bench)], batch_size=2)
+    work = tmp_path / 'eval'
+    args = [cfg, '--work-dir', str(work), '--dtype', 'fp32', '--no-progress']
+    crash_after(monkeypatch, model, 2)
+    with pytest.raises(RuntimeError, match='simulated crash'):
+        _tools_test().main([*args, '--export', str(exports['A'])])
+    with pytest.raises(SystemExit) as e:
+        _tools_test().main([*args, '--export', str(exports['B'])])
+    msg = str(e.value.code)
+    for needle in (cfg, "'shapes_short'", f'export {exports["A"]}', f'export {exports["B"]}', '--restart'):
+        assert needle in msg, (needle, msg)
+    calls = count_calls(monkeypatch, model)
+    assert _tools_test().main([*args, '--export', str(exports['B']), '--restart']) == 0
+    md = (work / 'summary.md').read_text()
+    assert sum(calls) == 10 and f'- export: `{exports["B"]}`' in md
+    assert f'- model_digest: `{export_digest(str(exports["B"]))}`' in md and 'all 10 answers generated' in md
+
+
+def test_entry_file_check_accepts_what_the_readers_accept(tiny_world, bench, tmp_path):
+    """POPE `data` may be a folder of coco_pope_<split>.json files (loaders.pope_files) or one file; the
+    tiny world's entries (TSV, jsonl + annotations, box files) pass."""
+    import shutil
+
+    from mg_llava.evaluation.entries import entry_problems
+    pope = tmp_path / 'pope'
+    pope.mkdir()
+    folder = dict(name='p', benchmark='pope', data=str(pope), image_folder=tiny_world['images'])
+    assert entry_problems(folder) == [('data', str(pope), 'no coco_pope_<split>.json files in this directory')]
+    for split in ('adversarial', 'popular', 'random'):
+        shutil.copy(tiny_world['bench_pope'], pope / f'coco_pope_{split}.json')
+    assert entry_problems(folder) == []
+    assert entry_problems(dict(folder, data=tiny_world['bench_pope'])) == []
+    assert entry_problems(bench) == []
+    assert entry_problems(dict(name='mc', benchmark='mmbench', data=tiny_world['bench_mc'])) == []

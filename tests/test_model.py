@@ -256,6 +256,15 @@ def test_token_count_mismatch_is_a_clear_error():
         model.encode_visual(batch)
 
 
+def test_image_size_mismatch_names_the_vision_spec_before_the_tower_runs():
+    model = tiny_model()
+    batch = mg_llava_collate_fn([make_sample(1, 1, n_obj=1, seed=10)], return_hf_format=True)
+    batch['pixel_values'] = F.interpolate(batch['pixel_values'], size=(112, 112))   # a 112 px vision_spec
+    with pytest.raises(ValueError, match=r'vision_spec.image_size=112 but the CLIP tower takes 56 px images '
+                                         r'\(patch 14 -> 16 tokens\); set vision_spec image_size=56'):
+        model.encode_visual(batch)
+
+
 def test_supervised_only_logits_equal_full_hf_loss():
     model = tiny_model(freeze_llm=False).train()
     samples = [make_sample(3, 4, n_obj=2, seed=11), make_sample(5, 2, image=False, seed=12),

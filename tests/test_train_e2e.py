@@ -19,7 +19,7 @@ ITERS = 18  # 36 samples / batch 4 * 2 epochs
 
 def env():
     e = dict(os.environ, HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1', HF_DATASETS_OFFLINE='1',
-             TOKENIZERS_PARALLELISM='false', TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1', OMP_NUM_THREADS='1')
+             TOKENIZERS_PARALLELISM='false', OMP_NUM_THREADS='1')
     e['PATH'] = f'{BIN}:{e["PATH"]}'  # xtuner re-launches python/torchrun from PATH
     return e
 

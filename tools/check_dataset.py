@@ -2,8 +2,10 @@
 
     python tools/check_dataset.py CONFIG [--cfg-options k=v ...] [--max-samples N]
 
-Builds `cfg.train_dataloader.dataset` with on_bad_sample='skip' (so the build reports every bad sample
-instead of stopping at the first), then checks each kept sample with the functions training uses
+First checks the vision spec against the towers' configs (`check_config_geometry`: image size, patch, token
+count, ConvNeXt stride) and stops there on a mismatch. Then builds `cfg.train_dataloader.dataset` with
+on_bad_sample='skip' (so the build reports every bad sample, duplicated box ids included, instead of
+stopping at the first), then checks each kept sample with the functions training uses
 (the dataset's own tokenisation, `load_image`, `preprocess_boxes(skip_bad=True)` and its stats).
 Prints each problem category with its count and up to 5 example sample ids (and their file), then a
 summary. Exit status 0 ("OK") when there is no error, 1 ("FAILED: N errors") otherwise; warnings
@@ -20,6 +22,8 @@ from xtuner.registry import BUILDER
 from xtuner.utils import IMAGE_TOKEN_INDEX
 
 from mg_llava.data import DataError, MGLLaVADataset, load_image, preprocess_boxes
+from mg_llava.data.dataset import describe_duplicate
+from mg_llava.data.geometry import check_config_geometry
 from mg_llava.data.preprocess import BoxError, ImageError
 
 MAX_EXAMPLES = 5
@@ -71,11 +75,18 @@ def check_text(dataset, report):
             report.add('error', 'duplicated sample id', sid, dataset.data_path, f'{n} samples share it')
 
 
+def check_box_ids(dataset, report):
+    """Ids repeated in the box json (the dataset left them out of its index; training would stop on them)."""
+    for sid, positions in dataset.box_duplicates.items():
+        report.add('error', 'duplicated box id', sid, dataset.box_json_path, describe_duplicate(positions))
+
+
 def check_boxes(dataset, sid, size, text_len, report):
     """Boxes of one decoded image sample, as training prepares them -> number of object tokens."""
     entry, path = dataset.boxes.get(sid), dataset.box_json_path
     if entry is None:
-        report.add('error', 'missing box entry for an image sample', sid, path)
+        if sid not in dataset.box_duplicates:   # a duplicated id is reported once, by check_box_ids
+            report.add('error', 'missing box entry for an image sample', sid, path)
         return None
     try:
         boxes, _, st = preprocess_boxes(entry.get('boxes', []), entry.get('labels', []), entry.get('scores', []),
@@ -148,6 +159,25 @@ def print_summary(dataset, rows, scanned):
           + (f' (id {rows[k][0]!r})' if rows else ''))
 
 
+# ------------------------------------------------------------------------------------------ evaluation entries
+def check_evaluation(cfg, report):
+    """When the config has an `evaluation` dict (tools/test.py), check each benchmark entry's keys and files as
+    tools/test.py does before building a model, so a missing benchmark file is found before training.
+    Reported per entry: sample id = the entry name, path = the file (or the config's evaluation dict)."""
+    from mg_llava.evaluation.entries import entry_name, entry_problems
+    ev = cfg.get('evaluation')
+    if not isinstance(ev, dict):
+        return
+    for bench in ev.get('benchmarks') or []:
+        for field, path, reason in entry_problems(dict(bench)):
+            if field is None:
+                report.add('error', 'evaluation entry: bad key or setting', entry_name(bench),
+                           'evaluation.benchmarks', reason)
+            else:
+                report.add('error', 'evaluation entry: missing or unreadable file', entry_name(bench), path,
+                           f'`{field}`: {reason}')
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Check a config\'s train dataset (text, images, boxes) before training.')
     p.add_argument('config', help='config file path')
@@ -161,6 +191,12 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(args.cfg_options)
+    geometry = check_config_geometry(cfg)
+    if geometry:   # training would stop at step 1 whatever the data: say so before reading any of it
+        print('vision spec vs towers (from the config, before reading any data):')
+        print('\n'.join(f'  [error] {msg}' for msg in geometry))
+        print(f'FAILED: {len(geometry)} errors')
+        return 1
     try:
         dataset = build_dataset(cfg)
     except (DataError, OSError) as e:   # unreadable data/box file: nothing else can be checked
@@ -170,7 +206,9 @@ def main(argv=None):
     print(f'dataset: {len(dataset) + len(dataset.problems)} samples in {dataset.data_path}, '
           f'images in {dataset.image_folder}, boxes in {dataset.box_json_path}')
     report = Report()
+    check_evaluation(cfg, report)
     check_text(dataset, report)
+    check_box_ids(dataset, report)
     rows, scanned = check_samples(dataset, report, args.max_samples)
     report.print()
     print_summary(dataset, rows, scanned)

@@ -10,9 +10,18 @@ batch_size=8, dtype='bf16', max_new_tokens=..., num_workers=..., system='', gene
 run (see
 configs/_base_/mg_llava_sft.py). Writes, per benchmark, <name>_predictions.jsonl ({"id", "prediction"}: the
 input of `python -m mg_llava.evaluation.score`), <name>_scores.json and official submission files, and one
-summary.md + summary.csv recording model, config and checkpoint. Exits non-zero on any failure. Each finished
-batch is appended to <name>_predictions.partial.rank<r>.jsonl; rerunning into the same --work-dir after a crash
-skips those batches (use a fresh --work-dir for another model or checkpoint).
+summary.md + summary.csv recording model, config, checkpoint and model digest. Exits non-zero on any failure.
+
+Before the model is built, every selected entry's files are checked (`data` exists and has the columns/fields
+its reader needs, `annotations` and `box_file` parse, `image_folder` is a directory); all problems of all
+entries are listed at once.
+
+Each finished batch is appended to <name>_predictions.partial.rank<r>.jsonl, with a fingerprint of what
+produced it in <name>_predictions.partial.meta.json (export/checkpoint path and sha256 digest of its weights,
+config, entry, dtype, batch size, max_new_tokens, generation_kwargs, system). Rerunning into the same --work-dir
+after a crash skips those batches only when the fingerprint is the same, and summary.md says how many answers
+were resumed; partial files of another model or settings (or without a fingerprint) stop the run with a message
+saying what differs: use a fresh --work-dir, or `--restart` to delete them and evaluate those benchmarks afresh.
 """
 import argparse
 import os
@@ -38,6 +47,9 @@ def parse_args(argv=None):
     ap.add_argument('--num-workers', type=int)
     ap.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
     ap.add_argument('--no-progress', action='store_true')
+    ap.add_argument('--restart', action='store_true',
+                    help='delete the partial predictions of an interrupted run in --work-dir (of the selected '
+                         'benchmarks) and evaluate them from scratch, instead of resuming')
     ap.add_argument('--cfg-options', nargs='+', action=_DictAction, default={},
                     help='override config values, key=value (as xtuner train)')
     return ap.parse_args(argv)
@@ -77,12 +89,24 @@ def build_from_checkpoint(cfg, checkpoint):
     return model
 
 
+def _on_rank0(fn):
+    """fn() on rank 0, its result broadcast to every rank (the digest reads every weight byte once, not once
+    per rank; all ranks must compare the same fingerprint)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return fn()
+    box = [fn() if torch.distributed.get_rank() == 0 else None]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def main(argv=None):
     args = parse_args(argv)
-    import mg_llava  # noqa: F401 - CPU shims, registry
+    import mg_llava.compat  # noqa: F401 - CPU shims before mmengine runs
     from mmengine.config import Config
 
-    from mg_llava.evaluation.loop import DTYPES, check_entry, rank_and_world, run_evaluation
+    from mg_llava.evaluation.entries import check_entries
+    from mg_llava.evaluation.loop import DTYPES, rank_and_world, run_evaluation
+    from mg_llava.evaluation.resume import ResumeError, export_digest, state_dict_digest
     from mg_llava.models import load_hf
 
     cfg = Config.fromfile(args.config)
@@ -99,11 +123,10 @@ def main(argv=None):
     if not benchmarks:
         print(f'{args.config}: `evaluation.benchmarks` is empty; nothing to evaluate')
         return 0
-    for bench in benchmarks:  # fail before the (slow) model build
-        try:
-            check_entry(bench)
-        except ValueError as e:
-            sys.exit(f'{args.config}: {e}')
+    try:  # keys and files of every entry, before the (slow) model build
+        check_entries(benchmarks, args.config)
+    except ValueError as e:
+        sys.exit(str(e))
     init_distributed(args.launcher)
     rank, world = rank_and_world()
     torch.manual_seed(0)
@@ -114,24 +137,33 @@ def main(argv=None):
         model = load_hf(args.export, torch_dtype=dtype)
         spec = model.export_meta.get('vision_spec') or cfg.get('vision_spec')
         source = osp.abspath(args.export)
+        digest = _on_rank0(lambda: export_digest(args.export))  # load_hf keeps no LLM weights in state_dict()
     else:
         model = build_from_checkpoint(cfg, args.checkpoint)
         spec = cfg.get('vision_spec')
         source = osp.abspath(args.checkpoint)
+        digest = _on_rank0(lambda: state_dict_digest(model.state_dict()))  # the trained parts, on the CPU still
+    kind = 'export' if args.export else 'checkpoint'
+    provenance = {'model': {kind: source, 'digest': digest}, 'config': osp.abspath(args.config)}
     model = model.to(device=device, dtype=dtype).eval()
     work_dir = args.work_dir or osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0], 'eval')
-    header = {'config': osp.abspath(args.config), 'export' if args.export else 'checkpoint': source,
+    header = {'config': osp.abspath(args.config), kind: source, 'model_digest': digest,
               'llm': str(model.build_cfg['llm'].get('pretrained_model_name_or_path', '')
                          if isinstance(model.build_cfg['llm'], dict) else type(model.llm).__name__),
               'dtype': str(dtype).replace('torch.', ''), 'ranks': world,
               'batch_size': args.batch_size or ev.get('batch_size', 8),
               'date': time.strftime('%Y-%m-%d %H:%M:%S')}
-    rows = run_evaluation(model, spec, benchmarks, work_dir, header=header,
-                          batch_size=args.batch_size or ev.get('batch_size', 8),
-                          max_new_tokens=args.max_new_tokens or ev.get('max_new_tokens'),
-                          num_workers=args.num_workers if args.num_workers is not None else ev.get('num_workers', 0),
-                          system=ev.get('system', ''), progress=not args.no_progress,
-                          generation_kwargs=dict(ev.get('generation_kwargs') or {}))
+    num_workers = args.num_workers if args.num_workers is not None else ev.get('num_workers', 0)
+    try:
+        rows = run_evaluation(model, spec, benchmarks, work_dir, header=header,
+                              batch_size=args.batch_size or ev.get('batch_size', 8),
+                              max_new_tokens=args.max_new_tokens or ev.get('max_new_tokens'),
+                              num_workers=num_workers,
+                              system=ev.get('system', ''), progress=not args.no_progress,
+                              generation_kwargs=dict(ev.get('generation_kwargs') or {}),
+                              provenance=provenance, restart=args.restart)
+    except ResumeError as e:  # every rank refuses alike (same files, same fingerprint)
+        sys.exit(f'{args.config}: {e}')
     if rank == 0:
         with open(osp.join(work_dir, 'summary.md')) as f:
             print(f.read(), end='')

@@ -23,6 +23,11 @@ from xtuner.utils import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from .errors import DataError
 from .preprocess import BoxError, ImageError, VisionSpec, load_image, preprocess_boxes, preprocess_image
 
+# The user's switch, named by every bad-sample error (the config's `train_dataset` is copied into
+# `train_dataloader.dataset` when the config is read, so a command-line override must name the latter).
+SKIP_HINT = ("to skip bad samples instead, set on_bad_sample='skip' in the config's train_dataset "
+             "(or pass --cfg-options train_dataloader.dataset.on_bad_sample=skip)")
+
 
 def read_records(path):
     """A LLaVA .json list or .jsonl file -> list of dicts; malformed lines name file and line."""
@@ -47,16 +52,44 @@ def read_records(path):
     return records
 
 
-def load_box_index(path):
-    """Box json (list of {id, boxes, scores, labels}) -> {str(id): entry}, validated."""
-    index = {}
-    for i, e in enumerate(read_records(path)):
+def describe_duplicate(positions):
+    """[3, 17] -> 'entries #3 and #17 (0-based, in file order) have this id'."""
+    shown = [f'#{p}' for p in positions]
+    return f'entries {", ".join(shown[:-1])} and {shown[-1]} (0-based, in file order) have this id'
+
+
+def load_box_index(path, duplicates=None):
+    """Box json (a .json list, or .jsonl lines, of {id, boxes, scores, labels}) -> {str(id): entry}, validated.
+
+    An id must appear once: a repeat would silently replace the earlier entry. duplicates=None -> a repeated
+    id raises DataError naming the id and both (all) positions; a dict -> filled with {str(id): [positions]}
+    for every repeated id, and ALL entries of those ids are left out of the index (which one is right is unknown).
+    """
+    records = read_records(path)
+    index, repeated = {}, []
+    for i, e in enumerate(records):
         if not isinstance(e, dict) or 'id' not in e:
             raise DataError(path, f'entry {i}', 'box entry without "id"')
         n = len(e.get('boxes', []))
         if len(e.get('labels', [])) != n or len(e.get('scores', [])) != n:
             raise DataError(path, f'id {e["id"]!r}', 'boxes, scores and labels differ in length')
-        index[str(e['id'])] = e
+        key = str(e['id'])
+        if key in index:
+            repeated.append(key)
+        index[key] = e
+    if not repeated:   # the common case costs one dict lookup per entry; positions are found only when needed
+        return index
+    where = {key: [] for key in repeated}
+    for i, e in enumerate(records):
+        if str(e['id']) in where:
+            where[str(e['id'])].append(i)
+    if duplicates is None:
+        key = next(iter(where))
+        raise DataError(path, f'id {key!r}', f'duplicated box id: {describe_duplicate(where[key])}; '
+                                             f'{len(where)} duplicated id(s) in total, each id must appear once')
+    duplicates.update(where)
+    for key in where:
+        del index[key]
     return index
 
 
@@ -105,9 +138,11 @@ class MGLLaVADataset(torch.utils.data.Dataset):
         self.num_image_tokens, self.on_bad_sample = num_image_tokens, on_bad_sample
         self.tokenizer = BUILDER.build(tokenizer) if isinstance(tokenizer, dict) else tokenizer
         self.template = as_template(template)
-        self.boxes = load_box_index(box_json_path) if box_json_path and self.spec.image_size_aux else None
-        self.box_json_path = box_json_path
-        self.skipped = {}
+        self.box_json_path, self.skipped, self.box_duplicates = box_json_path, {}, {}
+        self.boxes = None
+        if box_json_path and self.spec.image_size_aux:
+            self.boxes = load_box_index(box_json_path, self.box_duplicates)
+            self._report_box_duplicates()
         if offline_processed_text_folder:
             from datasets import load_from_disk
             text = load_from_disk(offline_processed_text_folder)
@@ -143,13 +178,26 @@ class MGLLaVADataset(torch.utils.data.Dataset):
         ds = Dataset.from_list(rows)
         return ds.map(fn, num_proc=num_proc if num_proc > 1 else None, desc='tokenise')
 
+    def _report_box_duplicates(self):
+        """Repeated box ids: an error, or (skip mode) their samples are skipped like other bad samples."""
+        if not self.box_duplicates:
+            return
+        key, positions = next(iter(self.box_duplicates.items()))
+        if self.on_bad_sample == 'error':
+            raise DataError(self.box_json_path, f'id {key!r}',
+                            f'duplicated box id: {describe_duplicate(positions)}; {len(self.box_duplicates)} '
+                            f'duplicated id(s) in total, each id must appear once; {SKIP_HINT}')
+        print_log(f'{self.box_json_path}: {len(self.box_duplicates)} duplicated box ids (e.g. {key!r}: '
+                  f'{describe_duplicate(positions)}); their samples are skipped', 'current', level=logging.WARNING)
+
     def _drop_bad_text(self, text):
         errors = text['error'] if 'error' in text.column_names else [''] * len(text)
         bad = [i for i, e in enumerate(errors) if e]
         problems = [(text[i]['id'], errors[i]) for i in bad]
         if problems and self.on_bad_sample == 'error':
             sid, why = problems[0]
-            raise DataError(self.data_path, f'id {sid!r}', f'{why} ({len(problems)} bad samples in total)')
+            raise DataError(self.data_path, f'id {sid!r}',
+                            f'{why} ({len(problems)} bad samples in total); {SKIP_HINT}')
         for sid, why in problems:
             self.skipped[why] = self.skipped.get(why, 0) + 1
         if problems:
@@ -181,6 +229,8 @@ class MGLLaVADataset(torch.utils.data.Dataset):
                 return self.load_sample(i)
             except (DataError, ImageError, BoxError) as e:
                 if self.on_bad_sample == 'error':
+                    if isinstance(e, DataError):
+                        raise DataError(e.path, e.where, f'{e.reason}; {SKIP_HINT}', kind=e.kind) from None
                     raise
                 why = getattr(e, 'kind', type(e).__name__)
                 self.skipped[why] = self.skipped.get(why, 0) + 1
@@ -204,6 +254,10 @@ class MGLLaVADataset(torch.utils.data.Dataset):
             sample['pixel_values_aux'] = views['pixel_values_aux']
             if self.boxes is not None:
                 entry = self.boxes.get(sid)
+                if entry is None and sid in self.box_duplicates:
+                    raise DataError(self.box_json_path, f'id {sid!r}',
+                                    f'duplicated box id: {describe_duplicate(self.box_duplicates[sid])}',
+                                    kind='duplicated box id')
                 if entry is None:
                     raise DataError(self.box_json_path, f'id {sid!r}', 'no box entry for this image sample',
                                     kind='missing box entry')

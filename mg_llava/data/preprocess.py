@@ -227,7 +227,7 @@ def preprocess_boxes(boxes, labels, scores, orig_size, spec: VisionSpec, text_le
             shown = '; '.join(f'#{i} {b[i].tolist()} ({"degenerate" if degenerate[i] else "out-of-frame"})'
                               for i in np.flatnonzero(bad)[:5])
             raise BoxError(f'{int(degenerate.sum())} degenerate and {int(outside.sum())} out-of-frame box(es) '
-                           f'for a {w}x{h} image: {shown}; pass skip_bad=True to drop them')
+                           f'for a {w}x{h} image: {shown}')   # the caller names its user's switch
         stats['degenerate'], stats['outside'] = int(degenerate.sum()), int(outside.sum())
         b, s = b[~bad], s[~bad]
         labels = [lab for lab, drop in zip(labels, bad) if not drop]

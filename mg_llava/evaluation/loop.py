@@ -7,6 +7,10 @@
 Batches are formed once over all questions of a benchmark (sorted by prompt length, so little padding) and
 dealt to ranks round robin. Every batch, hence every prediction, is therefore the same whatever the number
 of ranks; rank 0 gathers, writes and scores. Torch lives here, not in the stdlib-only scorer modules.
+
+Finished batches are appended to per-rank partial files; a rerun resumes from them only when they were made by
+the same model, entry and settings (`resume`: fingerprint in <name>_predictions.partial.meta.json), and the
+summary says how many answers each benchmark took from the interrupted run.
 """
 import csv
 import json
@@ -24,7 +28,9 @@ from mg_llava.data.dataset import as_template
 from mg_llava.data.inference import build_prompt_sample, encode_prompt
 
 from . import questions as Q
+from . import resume as R
 from . import score as S
+from .entries import ENTRY_KEYS, FOLDER_IMAGES, NEEDS_ANNOTATIONS, check_entry  # noqa: F401 - the old home
 from .submission import write_outputs
 
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
@@ -105,31 +111,32 @@ def _to(data, device):
 def _read_partial(out_dir, name):
     """{id: prediction} from every rank's partial file of an interrupted run (a cut-off last line is ignored)."""
     done = {}
-    if not (out_dir and osp.isdir(out_dir)):
-        return done
-    for f in sorted(os.listdir(out_dir)):
-        if f.startswith(f'{name}_predictions.partial.rank') and f.endswith('.jsonl'):
-            with open(osp.join(out_dir, f)) as fh:
-                for line in fh:
-                    try:
-                        rec = json.loads(line)
-                        done[rec['id']] = rec['prediction']
-                    except (ValueError, KeyError):
-                        break  # the line being written when the run stopped
+    for f in R.partial_files(out_dir, name):
+        with open(f) as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                    done[rec['id']] = rec['prediction']
+                except (ValueError, KeyError):
+                    break  # the line being written when the run stopped
     return done
 
 
 def predict(model, questions, build, batch_size=8, max_new_tokens=None, num_workers=0, desc='', progress=True,
-            generation_kwargs=None, partial=None):
+            generation_kwargs=None, partial=None, stats=None):
     """Predictions {id: text} for this rank's share of `questions` (all of them on 1 rank).
     generation_kwargs: extra `llm.generate` arguments (greedy by default).
     partial: (out_dir, name) to append each finished batch to <name>_predictions.partial.rank<r>.jsonl and to
-    skip batches an interrupted run already answered (batches are fixed, so their answers are the same)."""
+    skip batches an interrupted run already answered (batches are fixed, so their answers are the same). The
+    caller vouches that those files come from the same model and settings (`resume.prepare`).
+    stats: a dict that receives 'resumed' (answers of this rank taken from the partial files)."""
     rank, world = rank_and_world()
     done = _read_partial(*partial) if partial else {}
     batches = make_batches(questions, model.tokenizer, batch_size)[rank::world]
     preds = {q['id']: done[q['id']] for b in batches if all(q['id'] in done for q in b) for q in b}
     batches = [b for b in batches if not all(q['id'] in done for q in b)]
+    if stats is not None:
+        stats['resumed'] = len(preds)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
     loader = DataLoader(_Batches(batches, build, pad), batch_size=None, shuffle=False, num_workers=num_workers)
     device = next(model.llm.parameters()).device
@@ -177,70 +184,98 @@ def headline(benchmark, result):
     return OrderedDict((k, result[k]) for k in keys if k in result)
 
 
-FOLDER_IMAGES = ('textvqa', 'gqa', 'vqav2', 'vizwiz', 'llava_bench', 'mmvet', 'pope')  # jsonl rows name a file
-NEEDS_ANNOTATIONS = ('textvqa', 'gqa')  # the question file lacks the answers (and, for textvqa, the ids)
-ENTRY_KEYS = ('name', 'benchmark', 'data', 'image_folder', 'annotations', 'box_file', 'test_questions')
+def model_provenance(model):
+    """Provenance of an in-memory model when the caller gives none (API use): the digest of its trained
+    parameters (MGLLaVAModel.state_dict() holds only those). tools/test.py passes the export/checkpoint too."""
+    return {'model': {'model': '', 'digest': R.state_dict_digest(model.state_dict())}}
 
 
-def check_entry(bench):
-    """A config's benchmark entry is complete (checked before any model is built). Raises ValueError."""
-    name = bench.get('name', bench.get('benchmark'))
-    problems = [f'unknown key {k!r}' for k in bench if k not in ENTRY_KEYS]
-    kind = bench.get('benchmark')
-    if kind not in Q.QUESTION_BENCHMARKS:
-        problems.append(f'benchmark must be one of {", ".join(Q.QUESTION_BENCHMARKS)}, got {kind!r}')
-    if not bench.get('data'):
-        problems.append('no `data` file')
-    needs_folder = kind in FOLDER_IMAGES or (kind in ('chartqa', 'docvqa') and
-                                             not str(bench.get('data', '')).endswith('.tsv'))
-    if needs_folder and not bench.get('image_folder'):
-        problems.append(f'{kind} reads its images from a folder: set `image_folder`')
-    if kind in NEEDS_ANNOTATIONS and not bench.get('annotations'):
-        problems.append(f'{kind} needs `annotations` (the official answers file)')
-    if problems:
-        raise ValueError(f'evaluation entry {name!r}: ' + '; '.join(problems))
+def generation_settings(model, batch_size, max_new_tokens=None, generation_kwargs=None, system=''):
+    """The settings that change answers (batch_size: which questions share a batch, hence the padding)."""
+    return dict(dtype=str(next(model.llm.parameters()).dtype).replace('torch.', ''), batch_size=batch_size,
+                max_new_tokens=getattr(model, 'max_new_tokens', None) if max_new_tokens is None else max_new_tokens,
+                generation_kwargs=dict(generation_kwargs or {}), system=system)
+
+
+def _barrier():
+    if rank_and_world()[1] > 1:
+        dist.barrier()
+
+
+def _sum_over_ranks(n):
+    world = rank_and_world()[1]
+    if world == 1:
+        return n
+    parts = [None] * world
+    dist.all_gather_object(parts, n)
+    return sum(parts)
 
 
 def evaluate_benchmark(model, spec, bench, out_dir, batch_size=8, max_new_tokens=None, num_workers=0,
-                       system='', progress=True, generation_kwargs=None):
+                       system='', progress=True, generation_kwargs=None, provenance=None, restart=False):
     """Run one benchmark entry dict(name, benchmark, data, image_folder=None, annotations=None, box_file=None,
     test_questions=None (vqav2: the full test2015 jsonl, so the submission lists every id)).
+    provenance: {'model': {'export'|'checkpoint': path, 'digest'}, 'config': path} (default: the digest of the
+    model's trained parameters); partial files of an interrupted run are resumed only when they were made with
+    the same provenance, entry and settings, else ResumeError; restart=True deletes them first.
     On rank 0 writes <name>_predictions.jsonl (+ official submission files, <name>_scores.json) and returns
-    the scorer's result dict (None on other ranks; {} for prediction-only benchmarks)."""
+    the scorer's result dict plus n_questions, resumed, generated, seconds (None on other ranks)."""
     bench = dict(bench)
     check_entry(bench)
     kind = bench['benchmark']
     name = bench.get('name', kind)
+    rank = rank_and_world()[0]
     questions = Q.load_questions(kind, bench['data'], bench.get('image_folder'), bench.get('annotations'))
     box_file = bench.get('box_file')
     boxes = load_box_index(box_file) if box_file and model.bbox_projector is not None else None
     build = SampleBuilder(model, spec, boxes, box_file, system)
-    t0 = time.time()
+    fp = R.fingerprint(name, provenance or model_provenance(model), bench,
+                       generation_settings(model, batch_size, max_new_tokens, generation_kwargs, system))
+    state = R.prepare(out_dir, name, fp, restart, rank)  # raises on partial files made differently
+    _barrier()  # rank 0's restart deletions are done before any rank reads partial files
+    if state == 'resume' and rank == 0:
+        print(f'{name}: resuming an interrupted run in {out_dir}: {len(_read_partial(out_dir, name))} answers '
+              f'kept from its partial files (same model {R.describe_model(fp["model"])}, entry and settings)',
+              flush=True)
+    t0, stats = time.time(), {}
     local = predict(model, questions, build, batch_size, max_new_tokens, num_workers, desc=name, progress=progress,
-                    generation_kwargs=generation_kwargs, partial=(out_dir, name))
+                    generation_kwargs=generation_kwargs, partial=(out_dir, name), stats=stats)
     preds = gather_predictions(local)
+    resumed = _sum_over_ranks(stats['resumed'])
     seconds = time.time() - t0
-    if rank_and_world()[0] != 0:
+    if rank != 0:
         return None
     os.makedirs(out_dir, exist_ok=True)
     with open(osp.join(out_dir, f'{name}_predictions.jsonl'), 'w') as f:
         for q in questions:
             f.write(json.dumps({'id': q['id'], 'prediction': preds[q['id']]}, ensure_ascii=False) + '\n')
     write_outputs(kind, questions, preds, out_dir, name, test_questions=bench.get('test_questions'))
-    for f in os.listdir(out_dir):  # the final file holds them all now
-        if f.startswith(f'{name}_predictions.partial.rank'):
-            os.remove(osp.join(out_dir, f))
+    R.cleanup(out_dir, name)  # the final file holds them all now
+    if resumed:
+        print(f'{name}: {resumed} of {len(questions)} answers resumed from the interrupted run, '
+              f'{len(questions) - resumed} generated now', flush=True)
     items = Q.score_data(kind, bench['data'], bench.get('annotations'))
     result = OrderedDict() if items is None else S.score_items(kind, items, preds)
-    result.update(n_questions=len(questions), seconds=round(seconds, 2),
-                  questions_per_s=round(len(questions) / max(seconds, 1e-9), 2))
+    generated = len(questions) - resumed
+    result.update(n_questions=len(questions), resumed=resumed, generated=generated,
+                  model_digest=fp['model'].get('digest'), seconds=round(seconds, 2),
+                  questions_per_s=round(generated / max(seconds, 1e-9), 2))  # of the questions generated now
     with open(osp.join(out_dir, f'{name}_scores.json'), 'w') as f:
         json.dump(result, f, indent=2)
     return result
 
 
+def _answers_line(name, result):
+    n, resumed = result['n_questions'], result['resumed']
+    if not resumed:
+        return f'- {name}: all {n} answers generated in this run'
+    return (f'- {name}: resumed {resumed} of {n} answers from an interrupted run (same model digest '
+            f'{R.short(result.get("model_digest"))}, entry and settings), {n - resumed} generated in this run')
+
+
 def write_summary(rows, out_dir, header):
-    """rows: [(name, benchmark, result)] -> summary.md and summary.csv (one line per headline metric)."""
+    """rows: [(name, benchmark, result)] -> summary.md and summary.csv (one line per headline metric, and per
+    benchmark how many answers were resumed from an interrupted run vs generated in this run)."""
     no_metric = [('predictions only (no ground truth)', '')]
     table = [(name, kind, metric, value) for name, kind, result in rows
              for metric, value in (headline(kind, result).items() or no_metric)]
@@ -250,10 +285,15 @@ def write_summary(rows, out_dir, header):
             w.writerow([f'# {k}', v])
         w.writerow(['name', 'benchmark', 'metric', 'value'])
         w.writerows([(n, k, m, f'{v:.2f}' if isinstance(v, float) else v) for n, k, m, v in table])
+        w.writerows([(n, k, f'answers_{m}', result[m]) for n, k, result in rows if 'resumed' in result
+                     for m in ('resumed', 'generated')])
     lines = ['# Evaluation summary', ''] + [f'- {k}: `{v}`' for k, v in header.items()] + [
         '', '| name | benchmark | metric | value |', '|---|---|---|---|']
     lines += [f'| {n} | {k} | {m} | {v:.2f} |' if isinstance(v, float) else f'| {n} | {k} | {m} | {v} |'
               for n, k, m, v in table]
+    answers = [_answers_line(n, result) for n, _, result in rows if 'resumed' in result]
+    if answers:
+        lines += ['', '## Answers', ''] + answers
     text = '\n'.join(lines) + '\n'
     with open(osp.join(out_dir, 'summary.md'), 'w') as f:
         f.write(text)
@@ -261,17 +301,32 @@ def write_summary(rows, out_dir, header):
 
 
 def run_evaluation(model, spec, benchmarks, out_dir, header=None, batch_size=8, max_new_tokens=None,
-                   num_workers=0, system='', progress=True, generation_kwargs=None):
-    """Every benchmark entry in turn; returns [(name, benchmark, result)] on rank 0 (None elsewhere)."""
+                   num_workers=0, system='', progress=True, generation_kwargs=None, provenance=None, restart=False):
+    """Every benchmark entry in turn; returns [(name, benchmark, result)] on rank 0 (None elsewhere).
+    provenance / restart: see evaluate_benchmark. Every benchmark's partial files are checked before the first
+    one runs, so one ResumeError lists every refused benchmark and nothing is generated."""
     spec = spec if isinstance(spec, VisionSpec) else VisionSpec(**dict(spec or {}))
+    provenance = provenance or model_provenance(model)
+    header = dict(header or {})
+    header.setdefault('model_digest', provenance['model'].get('digest'))
+    settings = generation_settings(model, batch_size, max_new_tokens, generation_kwargs, system)
+    refused = []
+    for bench in benchmarks:
+        name = bench.get('name', bench['benchmark'])
+        try:
+            R.check(out_dir, name, R.fingerprint(name, provenance, bench, settings), restart)
+        except R.ResumeError as e:
+            refused.append(str(e))
+    if refused:
+        raise R.ResumeError('\n'.join(refused))
     rows = []
     for bench in benchmarks:
         result = evaluate_benchmark(model, spec, bench, out_dir, batch_size, max_new_tokens, num_workers,
-                                    system, progress, generation_kwargs)
+                                    system, progress, generation_kwargs, provenance, restart)
         if result is not None:
             rows.append((bench.get('name', bench['benchmark']), bench['benchmark'], result))
-            write_summary(rows, out_dir, header or {})  # after each benchmark: a later crash keeps the table
+            write_summary(rows, out_dir, header)  # after each benchmark: a later crash keeps the table
     if rank_and_world()[0] != 0:
         return None
-    write_summary(rows, out_dir, header or {})
+    write_summary(rows, out_dir, header)
     return rows

@@ -1,3 +1,4 @@
+from .. import compat  # noqa: F401  (CPU shims, before mmengine/xtuner/peft run; inert with CUDA)
 from .fusion import ConvGateFusion
 from .hf_export import load_hf
 from .mg_llava_model import MGLLaVAModel

@@ -15,6 +15,9 @@ Frozen components are not copied: the JSON points at their original local paths.
 import json
 import os
 import os.path as osp
+import shutil
+import tempfile
+from collections import Counter
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -45,9 +48,52 @@ def _sub_state(model, prefix):
             for k, v in model.state_dict().items() if k.startswith(prefix + '.')}
 
 
-def save_hf(model, cfg, save_dir, fp32=False, save_pretrained_kwargs=None):
-    """Write every trained part of `model` to `save_dir` (see module docstring)."""
+def check_trained_parts_loaded(model, source='the checkpoint'):
+    """`xtuner convert pth_to_hf` builds the model on the meta device and fills in the checkpoint's tensors;
+    a trained part the checkpoint lacks (e.g. a stage-1 checkpoint given with an SFT config, whose LLM is
+    trained) would still be on meta. Raise naming those parts, before anything is written."""
+    missing = Counter(k.split('.', 1)[0] for k, v in model.state_dict().items() if v.is_meta)
+    if missing:
+        parts = ', '.join(f'{name} ({n} tensors)' for name, n in sorted(missing.items()))
+        raise ValueError(f'{source} lacks trained parts of this config: {parts}. Was it written by another '
+                         'config (e.g. a pretrain checkpoint given with the SFT config)? Nothing was exported.')
+
+
+def _move_into(tmp_dir, save_dir):
+    """Move the finished export into `save_dir` (entry by entry; same-named old entries are replaced)."""
     os.makedirs(save_dir, exist_ok=True)
+    for name in os.listdir(tmp_dir):
+        dst = osp.join(save_dir, name)
+        if osp.isdir(dst) and not osp.islink(dst):
+            shutil.rmtree(dst)
+        elif osp.lexists(dst):
+            os.remove(dst)
+        os.replace(osp.join(tmp_dir, name), dst)
+    os.rmdir(tmp_dir)
+
+
+def save_hf(model, cfg, save_dir, fp32=False, save_pretrained_kwargs=None):
+    """Write every trained part of `model` to `save_dir` (see module docstring). Everything is written to a
+    temporary sibling folder first and moved in at the end: a failure leaves no partial export."""
+    try:
+        check_trained_parts_loaded(model)
+    except ValueError:
+        if osp.isdir(save_dir) and not os.listdir(save_dir):
+            os.rmdir(save_dir)  # the empty folder pth_to_hf made before calling us
+        raise
+    parent = osp.dirname(osp.abspath(save_dir))
+    os.makedirs(parent, exist_ok=True)
+    final_dir, save_dir = save_dir, tempfile.mkdtemp(prefix=f'.{osp.basename(osp.abspath(save_dir))}.tmp-',
+                                                     dir=parent)
+    try:
+        _write_export(model, cfg, save_dir, fp32, save_pretrained_kwargs)
+    except BaseException:
+        shutil.rmtree(save_dir, ignore_errors=True)
+        raise
+    _move_into(save_dir, final_dir)
+
+
+def _write_export(model, cfg, save_dir, fp32, save_pretrained_kwargs):
     kw = dict(save_pretrained_kwargs or {})
     kw['safe_serialization'] = True
     bc = model.build_cfg

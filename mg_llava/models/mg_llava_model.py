@@ -24,6 +24,8 @@ from xtuner.model.utils import LoadWoInit, find_all_linear_names, guess_load_che
 from xtuner.registry import BUILDER
 from xtuner.utils import IMAGE_TOKEN_INDEX
 
+from mg_llava.data.geometry import geometry_errors, tower_name
+
 from .fusion import ConvGateFusion
 from .object_pooling import pool_object_features
 from .projector import MLPProjector
@@ -42,6 +44,19 @@ def _build(cfg_or_module):
     cfg = dict(cfg_or_module)
     traverse_dict(cfg)  # xtuner: turns 'torch.bfloat16' strings etc. into objects
     return BUILDER.build(cfg)
+
+
+@contextlib.contextmanager
+def _no_bnb_dispatch():
+    """peft's LoRA dispatch imports bitsandbytes whenever it is installed, to recognise quantised layers; a model
+    that is not quantised has none, so it is told bitsandbytes is absent (no import, no CPU-build notice)."""
+    import peft.tuners.lora.model as lora_model
+    saved = lora_model.is_bnb_available, lora_model.is_bnb_4bit_available
+    lora_model.is_bnb_available = lora_model.is_bnb_4bit_available = lambda: False
+    try:
+        yield
+    finally:
+        lora_model.is_bnb_available, lora_model.is_bnb_4bit_available = saved
 
 
 class MGLLaVAModel(BaseModel):
@@ -127,14 +142,16 @@ class MGLLaVAModel(BaseModel):
     # ------------------------------------------------------------------ construction helpers
     @staticmethod
     def _add_lora(module, lora_cfg, use_activation_checkpointing):
-        from mg_llava.compat import hide_broken_bitsandbytes
-        hide_broken_bitsandbytes()
         lora = _build(lora_cfg)
-        if getattr(module, 'is_loaded_in_4bit', False) or getattr(module, 'is_loaded_in_8bit', False):
+        quantised = getattr(module, 'is_loaded_in_4bit', False) or getattr(module, 'is_loaded_in_8bit', False)
+        if quantised:  # QLoRA: the only case that uses bitsandbytes
+            from mg_llava.compat import hide_broken_bitsandbytes
+            hide_broken_bitsandbytes()
             module = prepare_model_for_kbit_training(module, use_activation_checkpointing)
         if lora.target_modules is None:
             lora.target_modules = find_all_linear_names(module)
-        return get_peft_model(module, lora)
+        with contextlib.nullcontext() if quantised else _no_bnb_dispatch():
+            return get_peft_model(module, lora)
 
     def _freeze_unused_vit_layers(self):
         """Layers after `visual_select_layer` (and the final LayerNorm) never run: freeze them so a trainable
@@ -216,6 +233,10 @@ class MGLLaVAModel(BaseModel):
         data: pixel_values (N_img,3,s,s), pixel_values_aux (N_img,3,S,S), boxes (K,4) in S-pixel xyxy,
         box_batch_index (K,), num_image_tokens (int T the collate laid out).
         """
+        vit_cfg, side = self.visual_encoder.config, data['pixel_values'].shape[-1]
+        if side != vit_cfg.image_size:   # before HF's "Input image size (336*336) doesn't match model (56*56)"
+            raise ValueError('; '.join(geometry_errors(side, None, data.get('num_image_tokens'), vit_cfg.image_size,
+                                                       vit_cfg.patch_size, tower=tower_name(vit_cfg), has_aux=False)))
         with self._tower_ctx(self.visual_encoder):
             low = low_res_features(self.visual_encoder, data['pixel_values'], self.visual_select_layer)
         if data.get('num_image_tokens', low.shape[1]) != low.shape[1]:
