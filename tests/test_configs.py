@@ -198,3 +198,14 @@ def test_config_builds_and_runs(path, tiny, monkeypatch):
         assert isinstance(model.llm, PeftModel)
         llm_keys = [k for k in model.state_dict() if k.startswith('llm.')]
         assert llm_keys and all('lora_' in k for k in llm_keys), llm_keys[:5]
+
+
+@pytest.mark.parametrize('path', [c for c in CONFIGS if '_base_' not in c])
+def test_every_config_resumes_exactly_and_enters_the_shims_first(path):
+    """Issue 7: resume continues the lr schedule only with the optimizer state, RNG and data position; the
+    warm-up survives short runs; xtuner's first config read (`use_varlen_attn`) installs mg_llava's shims."""
+    cfg = _load(path)
+    assert any(_type_name(h.type) == 'ExactResumeHook' for h in cfg.custom_hooks), path
+    assert cfg.default_hooks.checkpoint.get('save_optimizer', True) is True, path
+    assert [_type_name(s.type) for s in cfg.param_scheduler] == ['WarmupLR', 'CosineAfterWarmupLR'], path
+    assert cfg.use_varlen_attn is False, path  # resolving it imported mg_llava.compat
