@@ -9,6 +9,7 @@ shims, and yields False. `DIST_TIMEOUT` (read by `Runner.setup_env` before `torc
 second, later entry point for configs that do not inherit the bases.
 """
 import importlib.util
+import json
 import os
 import socket
 import sys
@@ -99,6 +100,7 @@ def _patch_deepspeed_strategy():
     if getattr(strategy_cls, '_mg_llava_patched', False):
         return
     init, wrap_model = strategy_cls.__init__, strategy_cls._wrap_model
+    save, resume = strategy_cls.save_checkpoint, strategy_cls.resume
 
     def __init__(self, *args, **kwargs):
         config = kwargs.get('config')
@@ -109,7 +111,19 @@ def _patch_deepspeed_strategy():
             if changed:
                 print_log(f'DeepSpeed on a CPU host: {"/".join(changed)} switched off (CPU training is fp32); '
                           'configs/deepspeed/ds_zero2_cpu.json says so explicitly', 'current')
+        if isinstance(config, dict):  # DeepSpeed pickles it into every checkpoint: plain types load weights-only
+            kwargs['config'] = json.loads(json.dumps(config))
         init(self, *args, **kwargs)
+
+    def save_checkpoint(self, filename, *, save_optimizer=True, save_param_scheduler=True, extra_ckpt=None,
+                        callback=None):
+        # mmengine's DeepSpeedStrategy ignores `callback`, so `before_save_checkpoint` hooks never saw DeepSpeed
+        # checkpoints (ExactResumeHook among them: pickled log buffers, no RNG state). Run it on the client state.
+        extra_ckpt = {} if extra_ckpt is None else extra_ckpt
+        if callback is not None:
+            callback(extra_ckpt)
+        return save(self, filename=filename, save_optimizer=save_optimizer,
+                    save_param_scheduler=save_param_scheduler, extra_ckpt=extra_ckpt)
 
     def _wrap_model(self, model):
         # deepspeed.initialize -> init_distributed: with no rank variables it tries MPI discovery.
@@ -124,7 +138,15 @@ def _patch_deepspeed_strategy():
             deepspeed.ops.__compatible_ops__['deepspeed_shm_comm'] = False
         return wrap_model(self, model)
 
+    def resume_checkpoint(self, filename, *, callback=None, **kwargs):
+        # likewise `after_load_checkpoint` hooks: run them on the loaded client state
+        checkpoint = resume(self, filename, **kwargs)
+        if callback is not None:
+            callback(checkpoint)
+        return checkpoint
+
     strategy_cls.__init__, strategy_cls._wrap_model = __init__, _wrap_model
+    strategy_cls.save_checkpoint, strategy_cls.resume = save_checkpoint, resume_checkpoint
     strategy_cls._mg_llava_patched = True
 
 

@@ -196,16 +196,29 @@ def deepspeed_python(tmp_path_factory):
     return str(overlay / 'bin' / 'python')
 
 
-def test_deepspeed_zero2_preset_runs_in_one_cpu_process(user_dir, deepspeed_python):
+def test_deepspeed_zero2_preset_runs_and_resumes_in_one_cpu_process(user_dir, deepspeed_python):
     if torch.cuda.is_available():
         pytest.skip('CPU-host behaviour')
-    work = user_dir / 'work_ds'
-    cmd = [deepspeed_python, '-m', 'xtuner.tools.train', str(user_dir / 'my_sft.py'), '--work-dir', str(work),
-           '--seed', '0', '--deepspeed', 'deepspeed_zero2', '--cfg-options', 'default_hooks.checkpoint.interval=100']
+    import shutil
     e = env()
     e['PATH'] = f'{Path(deepspeed_python).parent}:{e["PATH"]}'
-    res = subprocess.run(cmd, cwd=user_dir, env=e, capture_output=True, text=True, timeout=900)
-    log = res.stdout + res.stderr
-    assert res.returncode == 0, log[-4000:]
-    assert 'fp16 switched off' in log and f'Iter(train) [{ITERS}/{ITERS}]' in log, log[-3000:]
-    assert (work / f'iter_{ITERS}.pth').is_dir()  # a DeepSpeed checkpoint folder
+
+    def ds_train(work, *extra):
+        cmd = [deepspeed_python, '-m', 'xtuner.tools.train', str(user_dir / 'my_sft.py'), '--work-dir', str(work),
+               '--seed', '0', '--deepspeed', 'deepspeed_zero2', '--cfg-options', 'default_hooks.checkpoint.interval=10',
+               *map(str, extra)]
+        res = subprocess.run(cmd, cwd=user_dir, env=e, capture_output=True, text=True, timeout=900)
+        log = res.stdout + res.stderr
+        assert res.returncode == 0 and f'Iter(train) [{ITERS}/{ITERS}]' in log, log[-4000:]
+        return log
+
+    work = user_dir / 'work_ds'
+    log = ds_train(work)
+    assert 'fp16 switched off' in log
+    assert (work / 'iter_10.pth').is_dir() and (work / f'iter_{ITERS}.pth').is_dir()  # DeepSpeed checkpoint folders
+    # --resume of a DeepSpeed folder: xtuner reads the seed with a bare torch.load (weights-only) before our code
+    resumed = user_dir / 'work_ds_resumed'
+    shutil.copytree(work / 'iter_10.pth', resumed / 'iter_10.pth')
+    log2 = ds_train(resumed, '--resume', resumed / 'iter_10.pth')
+    assert 'restored the RNG state' in log2
+    assert lrs(log2) == {i: v for i, v in lrs(log).items() if i > 10}

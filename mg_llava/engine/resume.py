@@ -86,9 +86,11 @@ class ExactResumeHook(Hook):
         hub = checkpoint.get('message_hub')
         if isinstance(hub, dict) and 'log_scalars' in hub:
             hub['log_scalars'] = _history_buffers(hub['log_scalars'])
-        if not getattr(runner, '_resume', False) or 'state_dict' not in checkpoint:
-            return  # load_from (weights only), or a DeepSpeed client state (DeepSpeed restores its optimizer)
-        missing = [k for k in ('optimizer', 'param_schedulers') if k not in checkpoint]
+        if not getattr(runner, '_resume', False):
+            return  # load_from: weights only, a fresh optimizer and schedule are intended
+        # A DeepSpeed checkpoint's client state has no 'state_dict'/'optimizer' (DeepSpeed restores those itself).
+        missing = [k for k in ('optimizer', 'param_schedulers') if k not in checkpoint] \
+            if 'state_dict' in checkpoint else []
         if missing:
             raise RuntimeError(
                 f'cannot resume exactly: the checkpoint has no {" / ".join(missing)} state (it was written with '
