@@ -92,6 +92,7 @@ def _patch_deepspeed_strategy():
       training, so on a host without CUDA both are switched off (the same as configs/deepspeed/ds_zero2_cpu.json).
     - Without torchrun/SLURM variables DeepSpeed looks for MPI (`No module named 'mpi4py'`); a single process
       gets the variables of a one-rank torchrun instead.
+    - mmengine's DeepSpeedStrategy drops the runner's save/load callbacks, i.e. the checkpoint hooks (resume).
     """
     from mmengine.logging import print_log
     from xtuner.engine._strategy import deepspeed as xds
