@@ -18,13 +18,17 @@ $(VENV)/.installed: requirements.txt setup.py
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	-$(PY) -m pip uninstall -q -y mg_llava 2>/dev/null  # the distribution was renamed xtuner-mg-llava (see setup.py)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+# Test-only tools (TensorBoard: its logging switch is tested), kept out of the demo's install.
+$(VENV)/.test-installed: $(VENV)/.installed
 	$(PY) -m pip install -q --disable-pip-version-check pytest pytest-timeout tensorboard
 	touch $@
 
 demo: install
 	bash script/demo.sh
 
-test: install
+test: $(VENV)/.test-installed
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 clean:

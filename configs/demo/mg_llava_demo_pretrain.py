@@ -40,7 +40,7 @@ vision_spec = dict(image_size=image_size, image_size_aux=image_size_aux, pad_to_
 batch_size = 16
 accumulative_counts = 1
 dataloader_num_workers = 0  # 2 CPU cores: loading in the main process measured ~10% faster than 1 worker
-max_epochs = 3
+max_epochs = 2
 lr = 1e-3
 betas = (0.9, 0.98)
 weight_decay = 0.0

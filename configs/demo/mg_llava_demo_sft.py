@@ -10,7 +10,7 @@ with read_base():
 #######################################################################
 pretrained_pth = '.demo/work/pretrain'  # a checkpoint, or a work dir (its last_checkpoint)
 data_path = data_root + 'sft.json'
-max_epochs = 6
+max_epochs = 5
 lr = 1e-3
 
 #######################################################################
