@@ -29,3 +29,20 @@ def tiny_assets(tmp_path_factory, tiny_world):
     from mg_llava.demo.tiny_assets import build_tiny_assets
     root = tmp_path_factory.mktemp('tiny_assets')
     return build_tiny_assets(root, world_dir=tiny_world['root'])
+
+
+@pytest.fixture(scope='session')
+def sigkill_after_checkpoint():
+    """kill(proc, work, name) -> waits until `work/name` and `work/last_checkpoint` exist while the background
+    training `proc` (started with start_new_session=True) still runs, then SIGKILLs its process group."""
+    import signal
+    import time
+
+    def kill(proc, work, name, timeout=600):
+        deadline = time.time() + timeout
+        while not (work / name).exists() or not (work / 'last_checkpoint').exists():
+            assert proc.poll() is None and time.time() < deadline, 'training ended before the checkpoint'
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return kill

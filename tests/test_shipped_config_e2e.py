@@ -2,12 +2,11 @@
 real CLI with no special environment variables: exact resume after SIGKILL, `--resume PATH`, the refusal to
 resume without optimizer state, short-run warm-up, DeepSpeed presets on CPU, TensorBoard, and `pth_to_hf` of a
 checkpoint that lacks the config's trained parts (issue 7)."""
+import importlib.util
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -103,16 +102,11 @@ def test_shipped_config_from_a_user_folder_trains_with_a_real_warmup(full_run):
     assert {'optimizer', 'param_schedulers'} <= set(ckpt)
 
 
-def test_sigkill_then_auto_resume_continues_the_same_lr_and_weights(user_dir, full_run):
+def test_sigkill_then_auto_resume_continues_the_same_lr_and_weights(user_dir, full_run, sigkill_after_checkpoint):
     ref_work, ref_log = full_run
     work = user_dir / 'work_killed'
     proc = run(user_dir, user_dir / 'my_sft.py', '--work-dir', work, '--seed', '0', background=True)
-    deadline = time.time() + 600
-    while not (work / 'iter_5.pth').exists() or not (work / 'last_checkpoint').exists():
-        assert proc.poll() is None and time.time() < deadline, 'training ended before the first checkpoint'
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    sigkill_after_checkpoint(proc, work, 'iter_5.pth')
     assert not (work / f'iter_{ITERS}.pth').exists()
     log = train(user_dir, work, '--cfg-options', 'resume=True')
     resumed, ref = lrs(log), lrs(ref_log)
@@ -163,7 +157,7 @@ def test_pth_to_hf_of_a_checkpoint_lacking_trained_parts_writes_nothing(user_dir
 
 
 def test_tensorboard_switch_writes_event_files(user_dir):
-    pytest.importorskip('tensorboard')
+    import tensorboard  # noqa: F401 - a test dependency (Makefile): its absence is a failure, not a skip
     work = user_dir / 'work_tb'
     train(user_dir, work, '--cfg-options', 'visualizer.tensorboard=True', 'train_dataloader.dataset.data_path='
           + str(user_dir / '.demo/world/sft.json'), 'default_hooks.checkpoint.interval=100')
@@ -173,12 +167,10 @@ def test_tensorboard_switch_writes_event_files(user_dir):
 @pytest.fixture(scope='module')
 def deepspeed_python(tmp_path_factory):
     """A Python that sees this venv plus deepspeed==0.16.2 (xtuner's extra), installed into an overlay venv:
-    importing deepspeed costs every mmengine process seconds and log noise, so the project venv stays without."""
-    try:
-        import deepspeed  # noqa: F401
+    importing deepspeed costs every mmengine process seconds and log noise, so the project venv stays without.
+    (Where deepspeed is already importable, e.g. a GPU machine, that Python is used as it is.)"""
+    if importlib.util.find_spec('deepspeed') is not None:
         return sys.executable
-    except ImportError:
-        pass
     import site
     overlay = tmp_path_factory.mktemp('ds_venv')
     subprocess.run([sys.executable, '-m', 'venv', str(overlay)], check=True)
@@ -191,14 +183,11 @@ def deepspeed_python(tmp_path_factory):
         ''.join(f'import site; site.addsitedir({d!r})\n' for d in site.getsitepackages()))
     res = subprocess.run([python, '-m', 'pip', 'install', '-q', '--disable-pip-version-check', 'deepspeed==0.16.2'],
                          capture_output=True, text=True, timeout=600)
-    if res.returncode != 0:
-        pytest.skip(f'deepspeed could not be installed here: {res.stderr[-500:]}')
+    assert res.returncode == 0, f'pip install deepspeed==0.16.2 (PyPI) failed: {res.stderr[-2000:]}'
     return str(overlay / 'bin' / 'python')
 
 
 def test_deepspeed_zero2_preset_runs_and_resumes_in_one_cpu_process(user_dir, deepspeed_python):
-    if torch.cuda.is_available():
-        pytest.skip('CPU-host behaviour')
     import shutil
     e = env()
     e['PATH'] = f'{Path(deepspeed_python).parent}:{e["PATH"]}'
@@ -214,7 +203,8 @@ def test_deepspeed_zero2_preset_runs_and_resumes_in_one_cpu_process(user_dir, de
 
     work = user_dir / 'work_ds'
     log = ds_train(work)
-    assert 'fp16 switched off' in log
+    # xtuner's preset says fp16 "auto": on a CPU host that would be fp16 on CPU; with CUDA it stays fp16
+    assert ('fp16 switched off' in log) == (not torch.cuda.is_available()), log[-3000:]
     assert (work / 'iter_10.pth').is_dir() and (work / f'iter_{ITERS}.pth').is_dir()  # DeepSpeed checkpoint folders
     # --resume of a DeepSpeed folder: xtuner reads the seed with a bare torch.load (weights-only) before our code
     resumed = user_dir / 'work_ds_resumed'

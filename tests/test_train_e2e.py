@@ -2,10 +2,8 @@
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -95,16 +93,10 @@ def test_resume_is_bit_identical(run_dir, full_run):
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
 
 
-def test_sigkill_mid_run_then_auto_resume_loses_nothing(run_dir, full_run):
+def test_sigkill_mid_run_then_auto_resume_loses_nothing(run_dir, full_run, sigkill_after_checkpoint):
     work, _ = full_run
     killed = run_dir / 'work_killed'
-    proc = train(run_dir, killed, background=True)
-    deadline = time.time() + 300
-    while not (killed / 'iter_5.pth').exists() or not (killed / 'last_checkpoint').exists():
-        assert proc.poll() is None and time.time() < deadline, 'training ended before the first checkpoint'
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    sigkill_after_checkpoint(train(run_dir, killed, background=True), killed, 'iter_5.pth')
     assert not (killed / f'iter_{ITERS}.pth').exists()
     log = train(run_dir, killed, '--cfg-options', 'resume=True')
     assert f'Iter(train) [{ITERS}/{ITERS}]' in log
