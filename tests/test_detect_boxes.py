@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from mg_llava.data.dataset import load_box_index
-from mg_llava.data.errors import DataError
+from mg_llava.errors import DataError
 from mg_llava.data.preprocess import VisionSpec, preprocess_boxes
 from mg_llava.detection import boxfile
 from mg_llava.detection.owl import OwlDetector, boxes_to_entry, padded_frame_to_original

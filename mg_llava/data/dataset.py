@@ -20,8 +20,9 @@ from xtuner.dataset.utils import encode_fn
 from xtuner.registry import BUILDER
 from xtuner.utils import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
-from .errors import DataError
-from .preprocess import BoxError, ImageError, VisionSpec, load_image, preprocess_boxes, preprocess_image
+from mg_llava.errors import DataError
+from mg_llava.errors import BoxError, ImageError
+from .preprocess import VisionSpec, load_image, preprocess_boxes, preprocess_image
 
 # The user's switch, named by every bad-sample error (the config's `train_dataset` is copied into
 # `train_dataloader.dataset` when the config is read, so a command-line override must name the latter).

@@ -21,21 +21,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.ops import batched_nms
 
+from mg_llava.errors import BoxError, ImageError  # noqa: F401  (re-exported: raised here)
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-class ImageError(ValueError):
-    """An image file that is missing or cannot be decoded. `.path` and `.reason` are kept."""
-
-    def __init__(self, path, reason):
-        self.path = str(path)
-        self.reason = str(reason)
-        super().__init__(f'cannot load image {self.path!r}: {self.reason}')
-
-
-class BoxError(ValueError):
-    """Detector boxes that are malformed (wrong shapes, degenerate or out-of-frame boxes)."""
 
 
 @dataclasses.dataclass(frozen=True)

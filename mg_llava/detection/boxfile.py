@@ -18,7 +18,7 @@ import os
 import os.path as osp
 import re
 
-from mg_llava.data.errors import DataError
+from mg_llava.errors import DataError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 

@@ -40,12 +40,7 @@ import re
 import string
 import sys
 
-
-class ScoreError(ValueError):
-    """Bad input: the message names the file and, when known, the line/row and id."""
-
-    def __init__(self, path, where, reason):
-        super().__init__(f'{path}' + (f' [{where}]' if where else '') + f': {reason}')
+from mg_llava.errors import ScoreError
 
 
 _INT_FLOAT = re.compile(r'-?\d+\.0+')

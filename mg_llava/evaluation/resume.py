@@ -23,6 +23,8 @@ import os.path as osp
 
 import torch
 
+from mg_llava.errors import ResumeError  # noqa: F401  (raised here)
+
 FORMAT = 1
 PARTIAL = '{name}_predictions.partial.rank'
 META = '{name}_predictions.partial.meta.json'
@@ -31,10 +33,6 @@ ENTRY_FILES = ('data', 'image_folder', 'annotations', 'box_file', 'test_question
 # inside it, say) must not change the digest.
 EXPORT_FOLDERS = ('llm', 'llm_adapter', 'visual_encoder', 'visual_encoder_adapter', 'tokenizer')
 CHUNK = 1 << 22
-
-
-class ResumeError(RuntimeError):
-    """Partial files in the work dir were not produced by this model / entry / settings (message says which)."""
 
 
 def partial_files(out_dir, name):
