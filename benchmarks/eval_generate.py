@@ -37,15 +37,15 @@ def tiny_setup(tmp):
 def real_setup(args):
     from mmengine.config import Config
 
-    from mg_llava.models import load_hf
+    from mg_llava.models import MGLLaVAModel
     cfg = Config.fromfile(args.config)
     benches = {b.get('name', b['benchmark']): dict(b) for b in cfg.evaluation['benchmarks']}
     if args.benchmark not in benches:
         sys.exit(f'{args.config}: no evaluation entry named {args.benchmark!r}; have {sorted(benches)}')
-    model = load_hf(args.export, torch_dtype=DTYPES[args.dtype])
+    model = MGLLaVAModel.from_pretrained(args.export, torch_dtype=DTYPES[args.dtype])
     if torch.cuda.is_available():
         model = model.cuda()
-    return model, model.export_meta['vision_spec'], benches[args.benchmark]
+    return model, model.vision_spec, benches[args.benchmark]
 
 
 def timed_predict(model, questions, build, batch_size, max_new_tokens):

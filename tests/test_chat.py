@@ -1,8 +1,8 @@
-"""tools/chat.py and mg_llava.chat: multi-turn chat about a world image with a tiny exported model.
+"""tools/chat.py and mg_llava.inference.chat: multi-turn chat about a world image with a tiny exported model.
 
 The references are built independently of the chat code: turn 1 with `build_prompt_sample` (as the demo
 evaluation does), turn 2 with the training dataset (MGLLaVADataset) on the same conversation, both answered
-by `MGLLaVAModel.generate`.
+by the evaluation's batched `generation.generate`.
 """
 import contextlib
 import importlib.util
@@ -44,17 +44,16 @@ def one_thread():
 def export_dir(tmp_path_factory, tiny_assets):
     """A random-init tiny MG-LLaVA (fusion + object tokens, everything trainable), exported like pth_to_hf."""
     from mg_llava.demo.tiny_assets import build_random_model
-    from mg_llava.models.hf_export import save_hf
-    model = build_random_model(tiny_assets)  # LLM at std 0.1: answers depend on image, boxes and prompt
+    model = build_random_model(tiny_assets, vision_spec=VISION_SPEC)  # LLM at std 0.1: answers depend on the input
     out = tmp_path_factory.mktemp('chat') / 'export'
-    save_hf(model, {'vision_spec': VISION_SPEC}, str(out), fp32=True)
+    model.save_pretrained(str(out), fp32=True)
     return str(out)
 
 
 @pytest.fixture(scope='module')
 def model(export_dir):
-    from mg_llava.models import load_hf
-    return load_hf(export_dir)
+    from mg_llava.models import MGLLaVAModel
+    return MGLLaVAModel.from_pretrained(export_dir)
 
 
 @pytest.fixture(scope='module')
@@ -70,15 +69,16 @@ def sample(tiny_world):
 
 def generate(model, samples):
     from mg_llava.data import mg_llava_collate_fn
+    from mg_llava.inference.generation import generate as generate_batch
     data = mg_llava_collate_fn(samples, pad_index=model.tokenizer.pad_token_id or 0, padding_side='left',
                                return_hf_format=True)
     with one_thread():
-        return model.generate(data)
+        return generate_batch(model, data)
 
 
 def first_turn_reference(model, sample):
     from mg_llava.data import VisionSpec, load_image
-    from mg_llava.data.inference import build_prompt_sample
+    from mg_llava.inference.prompt import build_prompt_sample
     rec, box, image, (q1, _) = sample
     s = build_prompt_sample(q1, load_image(image), model.tokenizer, model.template, VisionSpec(**VISION_SPEC),
                             model.num_image_tokens, box_entry=box)
@@ -123,9 +123,8 @@ def test_multi_turn_ids_equal_training_tokenisation(tiny_assets, name):
     from xtuner.dataset.utils import encode_fn
     from xtuner.utils import IMAGE_TOKEN_INDEX, PROMPT_TEMPLATE
 
-    from mg_llava.chat import encode_conversation
     from mg_llava.data.dataset import tokenize_conversation
-    from mg_llava.data.inference import encode_prompt
+    from mg_llava.inference.prompt import encode_conversation, encode_prompt
     from mg_llava.templates import PROMPT_TEMPLATE_MG
     tok = AutoTokenizer.from_pretrained(tiny_assets['tokenizer'])
     template = PROMPT_TEMPLATE_MG.get(name) or PROMPT_TEMPLATE[name]
@@ -168,7 +167,7 @@ def test_cli_answers_two_turns_like_model_generate(export_dir, model, sample, ti
     assert any(got), 'the tiny model answered nothing: the comparison would be vacuous'
 
     # the in-process session sees exactly what training and evaluation see
-    from mg_llava.chat import ChatSession
+    from mg_llava.inference.chat import ChatSession
     session = ChatSession(model, image, boxes=next(b for b in json.load(open(tiny_world['boxes']))
                                                    if b['id'] == rec['id']))
     assert session.input_ids(q1) == ref1['input_ids']
@@ -185,7 +184,7 @@ def test_cli_answers_two_turns_like_model_generate(export_dir, model, sample, ti
 
 
 def test_streamer_receives_exactly_the_answer(model, sample):
-    from mg_llava.chat import ChatSession
+    from mg_llava.inference.chat import ChatSession
     _, box, image, (q1, q2) = sample
     session = ChatSession(model, image, boxes=box)
     for q in (q1, q2):
@@ -213,7 +212,7 @@ def test_repl_reads_stdin_until_exit(export_dir, sample, tiny_world, monkeypatch
 # ---------------------------------------------------------------------------------------------- errors
 
 def test_bad_image_path_names_the_file(model, tmp_path, export_dir):
-    from mg_llava.chat import ChatSession
+    from mg_llava.inference.chat import ChatSession
     from mg_llava.data.preprocess import ImageError
     missing = tmp_path / 'no_such_image.png'
     with pytest.raises(ImageError, match='no_such_image.png'):
@@ -224,7 +223,7 @@ def test_bad_image_path_names_the_file(model, tmp_path, export_dir):
 
 
 def test_box_json_selection(tmp_path, tiny_world):
-    from mg_llava.chat import load_box_entry
+    from mg_llava.inference.chat import load_box_entry
     from mg_llava.data import DataError
     with pytest.raises(DataError, match='--box-id'):
         load_box_entry(tiny_world['boxes'])
@@ -238,7 +237,7 @@ def test_box_json_selection(tmp_path, tiny_world):
 
 
 def test_detector_missing_module_is_a_clear_error(monkeypatch):
-    from mg_llava.chat import detect_boxes
+    from mg_llava.inference.chat import detect_boxes
     monkeypatch.setitem(sys.modules, 'mg_llava.detection.owl', None)  # -> ImportError on import
     with pytest.raises(RuntimeError, match='mg_llava.detection.*--boxes'):
         detect_boxes(None, 'owlv2', tags=['star'])
@@ -247,7 +246,7 @@ def test_detector_missing_module_is_a_clear_error(monkeypatch):
 def test_boxes_detected_on_the_fly(export_dir, sample, tmp_path, capsys):
     pytest.importorskip('mg_llava.detection.owl')
     tiny = pytest.importorskip('mg_llava.detection.tiny')
-    from mg_llava.chat import ChatSession, detect_boxes
+    from mg_llava.inference.chat import ChatSession, detect_boxes
     from mg_llava.data import load_image
     _, _, image, (q1, _) = sample
     owl = tiny.build_tiny_owlv2(str(tmp_path / 'owl'))

@@ -13,15 +13,18 @@ DEMO_CONFIG = REPO / 'configs' / 'demo' / 'mg_llava_demo_pretrain.py'
 
 
 def write_config(path, assets_root, world_root, sizes=(112, 14, 256)):
-    """The demo pretrain config with its `assets` / `data_root` lines pointed at the given dirs and its
-    `image_size, patch_size, image_size_aux` line set to `sizes` (default: those of the `tiny_assets` towers:
-    CLIP 112 px / patch 14 -> 8x8 tokens, ConvNeXt at 256 px -> last stage 8x8)."""
-    text, n = re.subn(r"^assets = .*$", f"assets = {str(assets_root) + '/'!r}", DEMO_CONFIG.read_text(), flags=re.M)
-    text, m = re.subn(r"^data_root = .*$", f"data_root = {str(world_root) + '/'!r}", text, flags=re.M)
-    text, k = re.subn(r"^image_size, patch_size, image_size_aux = .*$",
-                      f"image_size, patch_size, image_size_aux = {', '.join(map(str, sizes))}", text, flags=re.M)
-    assert n == m == k == 1, 'the demo config no longer has one `assets =`, `data_root =` and image sizes line'
-    path.write_text(text)
+    """A child of the demo pretrain config pointing the model at `assets_root` and the data at `world_root`, with
+    the vision spec's sizes from `sizes` = (image_size, patch (the tower's, not a setting), image_size_aux)
+    (default: those of the `tiny_assets` towers: CLIP 112 px / patch 14 -> 8x8 tokens, ConvNeXt at 256 px)."""
+    a, w = f'{assets_root}/', f'{world_root}/'
+    path.write_text(f"""from mmengine.config import read_base
+with read_base():
+    from mg_llava.configs.demo.mg_llava_demo_pretrain import *  # noqa: F401,F403
+model.update(llm={a + 'llm'!r}, tokenizer={a + 'tokenizer'!r}, visual_encoder={a + 'clip_vit'!r},
+             visual_encoder_aux={a + 'convnext'!r}, vision_spec=dict(image_size={sizes[0]}, image_size_aux={sizes[2]}))
+train_dataloader.dataset.update(data_path={w + 'pretrain.json'!r}, image_folder={w + 'images'!r},
+                                box_json_path={w + 'boxes.json'!r})
+""")
     return path
 
 

@@ -122,5 +122,5 @@ def test_cfg_list_and_copy_from_another_folder(tmp_path):
     assert 'from mg_llava.configs._base_.mg_llava_sft import *' in text
     from mmengine.config import Config
     cfg = Config.fromfile(str(tmp_path / 'c' / 'vicuna7b_sft.py'))
-    assert cfg.model.llm.pretrained_model_name_or_path == 'model_zoo/lmsys/vicuna-7b-v1.5'
+    assert cfg.model.llm == 'model_zoo/lmsys/vicuna-7b-v1.5'
     assert cfg.default_hooks.checkpoint.save_optimizer is True

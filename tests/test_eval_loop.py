@@ -186,8 +186,8 @@ def test_interrupted_benchmark_resumes_without_redoing_finished_batches(model, b
     assert first_bad > 0 and len(partial) == sum(len(b) for b in batches[:first_bad])
     (tmp_path / 'moved.png').rename(images / Path(last['image']['path']).name)
     calls = []
-    generate = model.generate
-    monkeypatch.setattr(model, 'generate', lambda data, **kw: calls.append(1) or generate(data, **kw))
+    generate = loop.generate
+    monkeypatch.setattr(loop, 'generate', lambda m, data, *a, **kw: calls.append(1) or generate(m, data, *a, **kw))
     again = loop.evaluate_benchmark(model, loop.VisionSpec(**SPEC), moved_bench, str(out), batch_size=1,
                                     progress=False)
     assert len(calls) == len(batches) - first_bad and again['accuracy'] == clean['accuracy']
@@ -198,16 +198,19 @@ def test_interrupted_benchmark_resumes_without_redoing_finished_batches(model, b
 
 # ------------------------------------------------------------------ resume provenance (issue 7, item 4)
 def crash_after(monkeypatch, model, n):
-    """model.generate raises on its (n+1)-th call (an interrupted run); returns the list of calls made."""
+    """The loop's generation raises on its (n+1)-th call for `model` (an interrupted run); returns the list of
+    calls made (batch sizes)."""
+    from mg_llava.evaluation import loop
+    from mg_llava.inference.generation import generate  # the real one, not an earlier test double
     calls = []
-    generate = type(model).generate.__get__(model)  # the real one, not an earlier test double
 
-    def fake(data, **kw):
-        if len(calls) == n:
-            raise RuntimeError('simulated crash')
-        calls.append(len(data['ids']))
-        return generate(data, **kw)
-    monkeypatch.setattr(model, 'generate', fake)
+    def fake(m, data, *args, **kw):
+        if m is model:
+            if len(calls) == n:
+                raise RuntimeError('simulated crash')
+            calls.append(len(data['ids']))
+        return generate(m, data, *args, **kw)
+    monkeypatch.setattr(loop, 'generate', fake)
     return calls
 
 
@@ -319,12 +322,12 @@ def write_eval_config(path, benchmarks, **settings):
 
 
 def test_tools_test_lists_every_bad_entry_file_before_building_the_model(tmp_path, bench, monkeypatch):
-    import mg_llava.models
+    from mg_llava.models import MGLLaVAModel
     tools = _tools_test()
 
     def never(*a, **kw):
         raise AssertionError('the model was built before the entries were checked')
-    monkeypatch.setattr(mg_llava.models, 'load_hf', never)
+    monkeypatch.setattr(MGLLaVAModel, 'from_pretrained', never)
     monkeypatch.setattr(tools, 'build_from_checkpoint', never)
     bad_gt = tmp_path / 'gt.json'
     bad_gt.write_text('{"q1": {"answer": "red"},')  # cut off
@@ -354,15 +357,15 @@ def test_tools_test_lists_every_bad_entry_file_before_building_the_model(tmp_pat
 
 def test_tools_test_refuses_another_exports_partial_answers_and_restart_flag(model, bench, tmp_path, monkeypatch):
     """The digest of an export folder's files identifies the model; `--restart` starts the benchmark afresh."""
-    import mg_llava.models
     from mg_llava.evaluation.resume import export_digest
+    from mg_llava.models import MGLLaVAModel
     exports = {}
     for k in 'AB':
         exports[k] = tmp_path / f'export_{k}'
         exports[k].mkdir()
         (exports[k] / 'mg_llava_config.json').write_text(json.dumps({'weights': k}))
-    monkeypatch.setattr(model, 'export_meta', {'vision_spec': SPEC}, raising=False)
-    monkeypatch.setattr(mg_llava.models, 'load_hf', lambda path, torch_dtype: model)
+    monkeypatch.setattr(model.config, 'vision_spec', dict(SPEC))   # what the export's config would carry
+    monkeypatch.setattr(MGLLaVAModel, 'from_pretrained', lambda path, torch_dtype: model)
     cfg = write_eval_config(tmp_path / 'cfg.py', [dict(bench)], batch_size=2)
     work = tmp_path / 'eval'
     args = [cfg, '--work-dir', str(work), '--dtype', 'fp32', '--no-progress']

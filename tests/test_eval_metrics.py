@@ -32,7 +32,11 @@ def _import_eval(name):
 
 ae = _import_eval('answer_extraction')
 vm = _import_eval('vqa_metrics')
-bm = _import_eval('benchmark_metrics')
+mc = _import_eval('benchmarks.multiple_choice')
+mme = _import_eval('benchmarks.mme')
+hb = _import_eval('benchmarks.hallusion')
+pope = _import_eval('benchmarks.pope')
+gqa = _import_eval('benchmarks.gqa')
 ld = _import_eval('loaders')
 
 OPTS = {'A': 'dog', 'B': 'cat', 'C': 'red car', 'D': 'car'}
@@ -171,7 +175,7 @@ def test_circular_accuracy_needs_every_rotation():
     items = [_mc(5, 'A'), _mc(1000005, 'B'), _mc(2000005, 'C'), _mc(6, 'D'), _mc(1000006, 'A'),
              _mc(1000007, 'A')]  # a rotation whose main row (7) is absent is not a question of its own
     preds = {'5': 'A', '1000005': 'B', '2000005': 'D', '6': 'D', '1000006': 'A', '1000007': 'A'}
-    out = bm.multiple_choice_scores(items, preds, circular=True)
+    out = mc.multiple_choice_scores(items, preds, circular=True)
     assert out['accuracy'] == 50.0              # question 5 fails on its third rotation, 6 passes
     assert out['vanilla_accuracy'] == pytest.approx(100.0 * 5 / 6)
     assert (out['n'], out['num_rows'], out['missing']) == (2, 6, 0)
@@ -179,7 +183,7 @@ def test_circular_accuracy_needs_every_rotation():
 
 def test_plain_accuracy_counts_missing_and_unextracted_as_wrong():
     items = [_mc(1, 'A', 'x'), _mc(2, 'B', 'x'), _mc(3, 'C', 'y'), _mc(4, 'D', 'y')]
-    out = bm.multiple_choice_scores(items, {'1': 'A', '2': 'no idea', '3': 'C'})
+    out = mc.multiple_choice_scores(items, {'1': 'A', '2': 'no idea', '3': 'C'})
     assert (out['accuracy'], out['missing'], out['unextracted']) == (50.0, 1, 1)
     assert out['categories'] == {'x': 50.0, 'y': 50.0}
 
@@ -189,7 +193,7 @@ def test_mme_acc_plus_and_category_sums():
         ('OCR', 'o1', 'yes'), ('OCR', 'o1', 'no'), ('OCR', 'o2', 'yes'), ('OCR', 'o2', 'no'),
         ('code_reasoning', 'k1', 'yes'), ('code_reasoning', 'k1', 'no')])]
     preds = {'0': 'Yes', '1': 'No', '2': 'Yes', '3': 'Yes', '4': 'Yes', '5': 'no'}
-    out = bm.mme_scores(items, preds)
+    out = mme.mme_scores(items, preds)
     # OCR: acc 3/4, acc+ 1/2 -> 75 + 50; code_reasoning: 100 + 100
     assert out['categories']['OCR']['score'] == 125.0
     assert (out['perception'], out['cognition'], out['total']) == (125.0, 200.0, 325.0)
@@ -199,20 +203,20 @@ def test_mme_acc_plus_and_category_sums():
 def test_hallusion_unclear_counts_only_for_vs_without_figure():
     base = {'subcategory': 's', 'set_id': '0', 'question_id': '0', 'answer': 'yes'}
     items = [dict(base, id='vs0', category='VS', figure_id='0'), dict(base, id='vd0', category='VD', figure_id='0')]
-    out = bm.hallusion_scores(items, {'vs0': 'I cannot tell.', 'vd0': 'I cannot tell.'})
+    out = hb.hallusion_scores(items, {'vs0': 'I cannot tell.', 'vd0': 'I cannot tell.'})
     assert out['aAcc'] == 50.0                          # VS/no-figure "unclear" is right, VD is not
     assert (out['fAcc'], out['num_figures']) == (0.0, 1)  # the VS question has no figure to count
 
 
 def test_pope_split_scores_without_positive_predictions():
-    out = bm.pope_split_scores(['yes', 'no'], ['no', 'no'])
+    out = pope.pope_split_scores(['yes', 'no'], ['no', 'no'])
     assert (out['precision'], out['recall'], out['f1'], out['accuracy'], out['yes_ratio']) == (0, 0, 0, 50.0, 0)
 
 
 def test_gqa_scores_skip_unbalanced_questions():
     items = [{'id': '1', 'answer': 'yes', 'balanced': True, 'structural': 'verify'},
              {'id': '2', 'answer': 'dog', 'balanced': False, 'structural': 'query'}]
-    out = bm.gqa_scores(items, {'1': 'yes', '2': 'cat'})
+    out = gqa.gqa_scores(items, {'1': 'yes', '2': 'cat'})
     assert (out['accuracy'], out['n'], out['binary'], out['open']) == (100.0, 1, 100.0, 0.0)
 
 
@@ -229,7 +233,7 @@ def test_tsv_with_large_base64_image_cell(tmp_path):
     big = 'iVBORw0KGgo' + 'A' * 300_000  # > csv's default 128 KiB field limit
     path.write_text('index\tquestion\tA\tB\tanswer\tcategory\timage\n'
                     f'7\tq?\tx\ty\tB\tcat\t{big}\n8\tq?\tx\ty\tA\tcat\t7\n')
-    items = ld.load_multiple_choice(str(path))
+    items = mc.load_multiple_choice(str(path))
     assert [(it['id'], it['answer'], it['options']) for it in items] == [('7', 'B', {'A': 'x', 'B': 'y'}),
                                                                           ('8', 'A', {'A': 'x', 'B': 'y'})]
     assert max(len(str(it)) for it in items) < 500  # the base64 cell is not kept
@@ -241,7 +245,7 @@ def test_mme_pairs_by_image_reference_without_image_path(tmp_path):
     path.write_text('index\tcategory\tquestion\tanswer\timage\n'
                     f'0\tcolor\tq\tYes\t{"x" * 40}\n1\tcolor\tq\tNo\t0\n'
                     f'2\tcolor\tq\tYes\t{"y" * 40}\n3\tcolor\tq\tNo\t2\n')
-    items = ld.load_mme(str(path))
+    items = mme.load_mme(str(path))
     assert [it['image'] for it in items] == ['0', '0', '2', '2']
 
 
@@ -249,7 +253,7 @@ def test_multiple_choice_test_split_is_an_error(tmp_path):
     path = tmp_path / 'MMBench_TEST_EN.tsv'
     path.write_text('index\tquestion\tA\tB\tcategory\n0\tq\tx\ty\tc\n')
     with pytest.raises(ld.ScoreError, match='no "answer" column'):
-        ld.load_multiple_choice(str(path))
+        mc.load_multiple_choice(str(path))
 
 
 def test_read_predictions_errors_name_file_and_line(tmp_path):
@@ -273,8 +277,8 @@ def test_hallusion_id_matches_loader(tmp_path):
            'question_id': '0', 'gt_answer': '1'}
     path = tmp_path / 'hb.json'
     path.write_text(json.dumps([rec]))
-    (item,) = ld.load_hallusion(str(path))
-    assert item['id'] == ld.hallusion_id(rec) == 'VD_math_1_3_1_0'
+    (item,) = hb.load_hallusion(str(path))
+    assert item['id'] == hb.hallusion_id(rec) == 'VD_math_1_3_1_0'
     assert item['id'].split('_')[3:6] == ['3', '1', '0']  # set/figure/question where VLMEvalKit reads them
 
 

@@ -142,8 +142,9 @@ def test_malformed_prediction_line_is_an_error(tmp_path):
 
 
 def test_annotations_rejected_for_other_benchmarks():
-    out = run_cli('--benchmark', 'textvqa', '--data', FIX / 'textvqa_val.json', '--annotations', FIX / 'mme.tsv',
-                  '--predictions', FIX / 'textvqa_pred.jsonl')
+    # textvqa takes --annotations now (as its evaluation entry does): docvqa is one that does not
+    out = run_cli('--benchmark', 'docvqa', '--data', FIX / 'docvqa_val.json', '--annotations', FIX / 'mme.tsv',
+                  '--predictions', FIX / 'docvqa_pred.jsonl')
     assert out.returncode == 2 and 'only used by gqa' in out.stderr
 
 

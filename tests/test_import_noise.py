@@ -45,14 +45,14 @@ def test_model_imports_skip_bitsandbytes():
 
 
 def test_plain_lora_does_not_ask_for_bitsandbytes(monkeypatch):
-    """_add_lora on a model that is not quantised keeps peft's LoRA dispatch from importing bitsandbytes
+    """add_lora on a model that is not quantised keeps peft's LoRA dispatch from importing bitsandbytes
     (peft imports it whenever it is installed, only to recognise quantised layers)."""
     import peft.tuners.lora.model as lora_model
     import torch.nn as nn
     from peft import LoraConfig
 
     import mg_llava.compat
-    from mg_llava.models import MGLLaVAModel
+    from mg_llava.models.policy import add_lora
 
     def asked(*args, **kwargs):
         raise AssertionError('bitsandbytes was consulted for a model that is not quantised')
@@ -69,6 +69,6 @@ def test_plain_lora_does_not_ask_for_bitsandbytes(monkeypatch):
         def forward(self, x):
             return self.q_proj(x)
 
-    peft_model = MGLLaVAModel._add_lora(Tiny(), dict(type=LoraConfig, r=2, target_modules=['q_proj']), False)
+    peft_model = add_lora(Tiny(), dict(type=LoraConfig, r=2, target_modules=['q_proj']), False)
     assert 'lora_A' in dict(peft_model.named_modules())['base_model.model.q_proj']._modules
     assert lora_model.is_bnb_available is asked and lora_model.is_bnb_4bit_available is asked  # restored

@@ -15,9 +15,9 @@ T = 16  # 4x4 CLIP tokens (56 px / patch 14); ConvNeXt at 128 px -> last stage 4
 S_AUX = 128
 
 
-def tiny_model(aux=True, objects=True, **kw):
+def tiny_model(aux=True, objects=True, llm=None, **kw):
     torch.manual_seed(0)
-    llm = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    llm = llm if llm is not None else LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                        num_attention_heads=4, max_position_embeddings=256))
     vit = CLIPVisionModel(CLIPVisionConfig(image_size=56, patch_size=14, hidden_size=24, intermediate_size=48,
                                            num_hidden_layers=3, num_attention_heads=4))
@@ -275,7 +275,7 @@ def test_supervised_only_logits_equal_full_hf_loss():
     fused.backward()
     g_fused = model.projector.model[0].weight.grad.clone()
     model.zero_grad()
-    model.supervised_only_logits = False
+    model.config.supervised_only_logits = False
     full = model(batch, mode='loss')['loss']
     full.backward()
     torch.testing.assert_close(fused, full)

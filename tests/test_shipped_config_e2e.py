@@ -23,17 +23,12 @@ with read_base():
 
 assets = '{root}/.demo/assets/'
 world = '{root}/.demo/world/'
-tokenizer.update(pretrained_model_name_or_path=assets + 'tokenizer')
-model.update(tokenizer=tokenizer, pretrained_pth=None)
-model.llm.update(pretrained_model_name_or_path=assets + 'llm', torch_dtype='torch.float32')  # the CPU override
-model.visual_encoder.update(pretrained_model_name_or_path=assets + 'clip_vit')
-model.visual_encoder_aux.update(model_name_or_path=assets + 'convnext')
-train_dataset.update(data_path=world + 'sft.json', image_folder=world + 'images', box_json_path=world + 'boxes.json',
-                     tokenizer=tokenizer, max_length=256, num_image_tokens=16,
-                     vision_spec=dict(image_size=56, image_size_aux=128, pad_to_square=True, nms_iou=0.2,
-                                      limit_num=100, max_objects=100))
-train_dataloader.update(batch_size=4, num_workers=0, pin_memory=False, dataset=train_dataset)
-train_dataloader.sampler.update(per_device_batch_size=4)
+model.update(llm=assets + 'llm', llm_dtype=None, tokenizer=assets + 'tokenizer',  # fp32: the CPU override
+             visual_encoder=assets + 'clip_vit', visual_encoder_aux=assets + 'convnext', pretrained_pth=None,
+             vision_spec=dict(image_size=56, image_size_aux=128))
+train_dataloader.update(batch_size=4, num_workers=0, pin_memory=False)
+train_dataloader.dataset.update(data_path=world + 'sft.json', image_folder=world + 'images',
+                                box_json_path=world + 'boxes.json', max_length=256)
 default_hooks.checkpoint.update(interval=5, max_keep_ckpts=-1)
 default_hooks.logger.update(interval=1)
 '''

@@ -121,7 +121,7 @@ def test_pth_to_hf_round_trip_gives_the_same_loss(run_dir, full_run, export_dir)
     from xtuner.registry import BUILDER
 
     from mg_llava.data import mg_llava_collate_fn
-    from mg_llava.models import load_hf
+    from mg_llava.models import MGLLaVAModel
     work, _ = full_run
     out = export_dir
     ckpt = work / f'iter_{ITERS}.pth'
@@ -138,7 +138,7 @@ def test_pth_to_hf_round_trip_gives_the_same_loss(run_dir, full_run, export_dir)
         model = BUILDER.build(cfg.model).eval()
         dataset = BUILDER.build(cfg.train_dataloader.dataset)
         batch = mg_llava_collate_fn([dataset[i] for i in range(4)], return_hf_format=True)
-        rebuilt = load_hf(str(out))
+        rebuilt = MGLLaVAModel.from_pretrained(str(out))
     finally:
         os.chdir(cwd)
     with torch.no_grad():

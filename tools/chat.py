@@ -54,10 +54,10 @@ def main(argv=None):
     args = parse_args(argv)
     from transformers import TextStreamer
 
-    from mg_llava.chat import ChatSession, detect_boxes, load_box_entry
-    from mg_llava.data import DataError, load_image
-    from mg_llava.data.preprocess import ImageError
-    from mg_llava.models import load_hf
+    from mg_llava.inference.chat import ChatSession, detect_boxes, load_box_entry  # first: the CPU shims
+    from mg_llava.data import load_image
+    from mg_llava.errors import DataError, ImageError
+    from mg_llava.models import MGLLaVAModel
 
     try:  # cheap input checks before the model loads
         image = load_image(args.image) if args.image else None
@@ -79,7 +79,7 @@ def main(argv=None):
         args.dtype, torch.bfloat16 if args.device.startswith('cuda') else torch.float32)
     torch.manual_seed(args.seed)
     try:
-        model = load_hf(args.export_dir, torch_dtype=dtype).to(args.device)
+        model = MGLLaVAModel.from_pretrained(args.export_dir, torch_dtype=dtype).to(args.device)
     except FileNotFoundError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

@@ -24,7 +24,8 @@ from xtuner.utils import IMAGE_TOKEN_INDEX
 from mg_llava.data import DataError, MGLLaVADataset, load_image, preprocess_boxes
 from mg_llava.data.dataset import describe_duplicate
 from mg_llava.data.geometry import check_config_geometry
-from mg_llava.data.preprocess import BoxError, ImageError
+from mg_llava.errors import BoxError, ImageError
+from mg_llava.engine.wiring import complete_train_dataloader
 
 MAX_EXAMPLES = 5
 
@@ -55,9 +56,9 @@ class Report:
                     print(f'      id {sid!r} in {path}' + (f': {detail}' if detail else ''))
 
 
-def build_dataset(cfg):
-    ds_cfg = cfg.train_dataloader.dataset.copy()
-    ds_cfg['on_bad_sample'] = 'skip'
+def build_dataset(ds_cfg):
+    """The completed dataset dict (the run's: model facts filled in) -> the dataset, skipping bad samples."""
+    ds_cfg = dict(ds_cfg, on_bad_sample='skip')
     dataset = BUILDER.build(ds_cfg)
     if not isinstance(dataset, MGLLaVADataset):
         sys.exit(f'train_dataloader.dataset is a {type(dataset).__name__}, not an MGLLaVADataset')
@@ -191,14 +192,19 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(args.cfg_options)
-    geometry = check_config_geometry(cfg)
+    try:   # the dataset the run would build: the model's tokenizer, template and vision spec filled in
+        ds_cfg = complete_train_dataloader(cfg, cfg.train_dataloader)['dataset']
+    except ValueError as e:   # e.g. a top-level `data_path = ...` nothing reads
+        print(f'FAILED: {e}')
+        return 1
+    geometry = check_config_geometry(cfg.model, ds_cfg)
     if geometry:   # training would stop at step 1 whatever the data: say so before reading any of it
         print('vision spec vs towers (from the config, before reading any data):')
         print('\n'.join(f'  [error] {msg}' for msg in geometry))
         print(f'FAILED: {len(geometry)} errors')
         return 1
     try:
-        dataset = build_dataset(cfg)
+        dataset = build_dataset(ds_cfg)
     except (DataError, OSError) as e:   # unreadable data/box file: nothing else can be checked
         print(f'cannot build the dataset: {type(e).__name__}: {e}')
         print('FAILED: 1 errors')

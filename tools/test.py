@@ -105,9 +105,10 @@ def main(argv=None):
     from mmengine.config import Config
 
     from mg_llava.evaluation.entries import check_entries
-    from mg_llava.evaluation.loop import DTYPES, rank_and_world, run_evaluation
+    from mg_llava.evaluation.loop import DTYPES, run_evaluation
     from mg_llava.evaluation.resume import ResumeError, export_digest, state_dict_digest
-    from mg_llava.models import load_hf
+    from mg_llava.inference.sharding import rank_and_world
+    from mg_llava.models import MGLLaVAModel
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -134,13 +135,12 @@ def main(argv=None):
     device = torch.device(f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available() else 'cpu')
 
     if args.export:
-        model = load_hf(args.export, torch_dtype=dtype)
-        spec = model.export_meta.get('vision_spec') or cfg.get('vision_spec')
+        model = MGLLaVAModel.from_pretrained(args.export, torch_dtype=dtype)
         source = osp.abspath(args.export)
-        digest = _on_rank0(lambda: export_digest(args.export))  # load_hf keeps no LLM weights in state_dict()
+        # the folder's files (from_pretrained keeps no LLM weights in state_dict())
+        digest = _on_rank0(lambda: export_digest(args.export))
     else:
         model = build_from_checkpoint(cfg, args.checkpoint)
-        spec = cfg.get('vision_spec')
         source = osp.abspath(args.checkpoint)
         digest = _on_rank0(lambda: state_dict_digest(model.state_dict()))  # the trained parts, on the CPU still
     kind = 'export' if args.export else 'checkpoint'
@@ -148,14 +148,13 @@ def main(argv=None):
     model = model.to(device=device, dtype=dtype).eval()
     work_dir = args.work_dir or osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0], 'eval')
     header = {'config': osp.abspath(args.config), kind: source, 'model_digest': digest,
-              'llm': str(model.build_cfg['llm'].get('pretrained_model_name_or_path', '')
-                         if isinstance(model.build_cfg['llm'], dict) else type(model.llm).__name__),
+              'llm': str(model.config.to_dict()['llm'] or type(model.llm).__name__),
               'dtype': str(dtype).replace('torch.', ''), 'ranks': world,
               'batch_size': args.batch_size or ev.get('batch_size', 8),
               'date': time.strftime('%Y-%m-%d %H:%M:%S')}
     num_workers = args.num_workers if args.num_workers is not None else ev.get('num_workers', 0)
     try:
-        rows = run_evaluation(model, spec, benchmarks, work_dir, header=header,
+        rows = run_evaluation(model, model.vision_spec, benchmarks, work_dir, header=header,
                               batch_size=args.batch_size or ev.get('batch_size', 8),
                               max_new_tokens=args.max_new_tokens or ev.get('max_new_tokens'),
                               num_workers=num_workers,

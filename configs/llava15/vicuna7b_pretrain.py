@@ -8,13 +8,6 @@ with read_base():
     from .._base_.mg_llava_pretrain import *  # noqa: F401,F403
 
 work_dir = 'work_dirs/llava15_vicuna7b_pretrain'
-data_path = data_root + 'llava_data/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json'
-image_folder = data_root + 'llava_data/LLaVA-Pretrain/images'
-box_json_path = None
-vision_spec.update(image_size_aux=None)  # None = LLaVA-1.5: no high-res view, no boxes
-
-# mmengine copies base dicts into a child: re-point every copy.
+# visual_encoder_aux=None = LLaVA-1.5: no high-res tower, no fusion, no object tokens, no boxes
 model.update(visual_encoder_aux=None, use_fusion=False, use_object_tokens=False)
-train_dataset.update(data_path=data_path, image_folder=image_folder, box_json_path=box_json_path,
-                     vision_spec=vision_spec)
-train_dataloader.update(dataset=train_dataset)
+train_dataloader.dataset.update(box_json_path=None)

@@ -3,20 +3,11 @@
 # Sized for 8 GPUs: global batch 256 (PT) / 64 (SFT).
 # DeepSpeed: ZeRO-2 (`--deepspeed deepspeed_zero2`).
 # Template: the fork's phi3_chat (no newline after <|user|>/<|system|>, spec §0), not xtuner 0.2.0's phi3_chat.
-# mmengine copies base dicts into a child: every place that uses the LLM path / template is re-pointed.
 from mmengine.config import read_base
-from mg_llava.templates import PROMPT_TEMPLATE_MG
 
 with read_base():
     from .._base_.mg_llava_pretrain import *  # noqa: F401,F403
 
-llm_name_or_path = 'model_zoo/microsoft/Phi-3-mini-4k-instruct'
-prompt_template = PROMPT_TEMPLATE_MG.phi3_chat_mgllava
-batch_size, lr = 32, 1e-3
-
-tokenizer.update(pretrained_model_name_or_path=llm_name_or_path)
-model.update(tokenizer=tokenizer, template=prompt_template)
-model.llm.update(pretrained_model_name_or_path=llm_name_or_path)
-train_dataset.update(tokenizer=tokenizer, template=prompt_template)
-train_dataloader.update(batch_size=batch_size, dataset=train_dataset)
-optim_wrapper.optimizer.update(lr=lr)
+model.update(llm='model_zoo/microsoft/Phi-3-mini-4k-instruct', template='phi3_chat_mgllava')
+train_dataloader.update(batch_size=32)
+optim_wrapper.optimizer.update(lr=1e-3)

@@ -2,23 +2,13 @@
 # Recipe: batch 16/GPU, accumulation 1, lr 2e-5.
 # Sized for 8 GPUs: global batch 256 (PT) / 128 (SFT).
 # DeepSpeed: ZeRO-2 (`--deepspeed deepspeed_zero2`).
-# mmengine copies base dicts into a child: every place that uses the LLM path / template is re-pointed.
 # pretrained_pth: the stage-1 work dir (the model follows its last_checkpoint) or a .pth.
 from mmengine.config import read_base
-from xtuner.utils import PROMPT_TEMPLATE
 
 with read_base():
     from .._base_.mg_llava_sft import *  # noqa: F401,F403
 
-llm_name_or_path = 'model_zoo/lmsys/vicuna-7b-v1.5'
-prompt_template = PROMPT_TEMPLATE.vicuna
-pretrained_pth = 'work_dirs/vicuna7b_pretrain'
-batch_size, accumulative_counts, lr = 16, 1, 2e-5
-
-tokenizer.update(pretrained_model_name_or_path=llm_name_or_path)
-model.update(tokenizer=tokenizer, template=prompt_template, pretrained_pth=pretrained_pth)
-model.llm.update(pretrained_model_name_or_path=llm_name_or_path)
-train_dataset.update(tokenizer=tokenizer, template=prompt_template)
-train_dataloader.update(batch_size=batch_size, dataset=train_dataset)
-train_dataloader.sampler.update(per_device_batch_size=batch_size * accumulative_counts)
-optim_wrapper.update(accumulative_counts=accumulative_counts, optimizer=dict(lr=lr))
+model.update(llm='model_zoo/lmsys/vicuna-7b-v1.5', template='vicuna',
+             pretrained_pth='work_dirs/vicuna7b_pretrain')
+train_dataloader.update(batch_size=16)
+optim_wrapper.update(accumulative_counts=1, optimizer=dict(lr=2e-5))

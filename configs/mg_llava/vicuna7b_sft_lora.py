@@ -8,8 +8,6 @@ from peft import LoraConfig
 with read_base():
     from .vicuna7b_sft import *  # noqa: F401,F403
 
-lr = 2e-4
-llm_lora = dict(type=LoraConfig, r=128, lora_alpha=256, lora_dropout=0.05, bias='none', task_type='CAUSAL_LM')
-
-model.update(freeze_llm=True, llm_lora=llm_lora)
-optim_wrapper.optimizer.update(lr=lr)
+model.update(freeze_llm=True, llm_lora=dict(type=LoraConfig, r=128, lora_alpha=256, lora_dropout=0.05, bias='none',
+                                            task_type='CAUSAL_LM'))
+optim_wrapper.optimizer.update(lr=2e-4)

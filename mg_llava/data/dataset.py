@@ -13,15 +13,15 @@ import os.path as osp
 
 import numpy as np
 import torch
-from mmengine.config import ConfigDict
 from mmengine.logging import print_log
 from xtuner.dataset.map_fns import llava_map_fn, template_map_fn
 from xtuner.dataset.utils import encode_fn
 from xtuner.registry import BUILDER
 from xtuner.utils import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
-from mg_llava.errors import DataError
-from mg_llava.errors import BoxError, ImageError
+from mg_llava.errors import BoxError, DataError, ImageError
+from mg_llava.templates import resolve_template
+
 from .preprocess import VisionSpec, load_image, preprocess_boxes, preprocess_image
 
 # The user's switch, named by every bad-sample error (the config's `train_dataset` is copied into
@@ -95,7 +95,8 @@ def load_box_index(path, duplicates=None):
 
 
 def as_template(template):
-    return template if template is None or isinstance(template, ConfigDict) else ConfigDict(template)
+    """A template name ('vicuna') or dict -> ConfigDict (mg_llava.templates.resolve_template)."""
+    return resolve_template(template)
 
 
 def tokenize_conversation(record, tokenizer, template, max_length):
@@ -122,7 +123,7 @@ def tokenize_conversation(record, tokenizer, template, max_length):
 class MGLLaVADataset(torch.utils.data.Dataset):
     """Args:
         data_path: LLaVA .json/.jsonl. image_folder: root of the `image` paths.
-        tokenizer: dict(type=AutoTokenizer.from_pretrained, ...) or a tokenizer. template: PROMPT_TEMPLATE.x.
+        tokenizer: dict(type=AutoTokenizer.from_pretrained, ...) or a tokenizer. template: a name ('vicuna') or dict.
         max_length: text-token budget (the <image> token is never cut: a sample that would lose it is bad input).
         vision_spec: dict for VisionSpec (sizes, box policy). num_image_tokens: T per image (e.g. 576).
         box_json_path: offline boxes joined on `id` (MG-LLaVA object tokens); None = no object tokens.

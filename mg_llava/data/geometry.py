@@ -14,8 +14,6 @@ A mismatch otherwise passes every data check and only surfaces at training step 
 `geometry_errors` is the one place these rules live; `check_config_geometry` applies it to a training config
 (tools/check_dataset.py) and `MGLLaVAModel.encode_visual` to the first batch it sees.
 """
-import inspect
-
 from .preprocess import VisionSpec
 
 CONVNEXT_STRIDE = 32   # ConvNeXtTower: stem /4, then three /2 downsamplings -> last stage S/32
@@ -73,38 +71,26 @@ def geometry_errors(image_size, image_size_aux, num_image_tokens, vit_image_size
     return errors
 
 
-def _default(cls, name, fallback):
-    """Default of argument `name` of the config node's `type` (a class), so an omitted key is judged as built."""
-    try:
-        return inspect.signature(cls).parameters[name].default
-    except (TypeError, ValueError, KeyError):
-        return fallback
+def check_config_geometry(model_cfg, dataset_cfg):
+    """A training config's `model` dict and its completed dataset dict (mg_llava.engine.wiring fills the vision
+    spec and image-token count from the model) -> list of geometry errors.
 
-
-def check_config_geometry(cfg):
-    """Training config (mmengine Config: `model`, `train_dataloader.dataset`) -> list of geometry errors.
-
-    [] when consistent, or when the model has no `visual_encoder.pretrained_model_name_or_path` to read.
+    [] when consistent, or when the model's ViT is not a local folder to read.
     """
-    model, ds = cfg.get('model') or {}, cfg.train_dataloader.dataset
-    vit = model.get('visual_encoder')
-    path = vit.get('pretrained_model_name_or_path') if isinstance(vit, dict) else None
-    if path is None:
+    vit = model_cfg.get('visual_encoder')
+    path = vit.get('pretrained_model_name_or_path') if isinstance(vit, dict) else vit
+    if not isinstance(path, str):
         return []
     try:
         vit_cfg = read_vit_config(path)
     except (OSError, ValueError) as e:   # missing dir / not an HF config: training could not build the tower either
-        return [f'cannot read the vision tower config (model.visual_encoder.pretrained_model_name_or_path='
-                f'{path!r}): {type(e).__name__}: {e}']
+        return [f'cannot read the vision tower config (model.visual_encoder={path!r}): {type(e).__name__}: {e}']
     try:
-        spec = VisionSpec(**dict(ds.get('vision_spec') or {}))
+        spec = VisionSpec(**dict(dataset_cfg.get('vision_spec') or {}))
     except (TypeError, ValueError) as e:
-        return [f'train_dataloader.dataset.vision_spec: {e}']
-    mtype = model.get('type')
-    num_image_tokens = ds.get('num_image_tokens', _default(ds.get('type'), 'num_image_tokens', 576))
+        return [f'model.vision_spec: {e}']
     return geometry_errors(
-        spec.image_size, spec.image_size_aux, num_image_tokens, vit_cfg.image_size, vit_cfg.patch_size,
-        tower=tower_name(vit_cfg, path),
-        has_aux=model.get('visual_encoder_aux') is not None,
-        fusion=model.get('use_fusion', _default(mtype, 'use_fusion', True)),
-        fusion_resample=model.get('fusion_resample', _default(mtype, 'fusion_resample', True)))
+        spec.image_size, spec.image_size_aux, dataset_cfg.get('num_image_tokens', 576), vit_cfg.image_size,
+        vit_cfg.patch_size, tower=tower_name(vit_cfg, path),
+        has_aux=model_cfg.get('visual_encoder_aux') is not None,
+        fusion=model_cfg.get('use_fusion', True), fusion_resample=model_cfg.get('fusion_resample', True))

@@ -13,8 +13,9 @@ from collections import defaultdict
 
 import torch
 
-from mg_llava.data import VisionSpec, load_image, mg_llava_collate_fn, read_records
-from mg_llava.data.inference import build_prompt_sample
+from mg_llava.data import load_image, read_records
+from mg_llava.inference.generation import generate
+from mg_llava.inference.prompt import build_prompt_sample, collate_prompts, model_vision_spec
 
 
 def normalise(text):
@@ -29,7 +30,7 @@ def chance_of(q):
 
 def answer_questions(model, questions, world_dir, batch_size=32):
     """Greedy answers for a list of held-out question dicts (order kept)."""
-    spec = VisionSpec(**model.export_meta['vision_spec'])
+    spec = model_vision_spec(model)
     boxes = {}
     box_path = osp.join(world_dir, 'boxes.json')
     if model.bbox_projector is not None and osp.isfile(box_path):
@@ -43,9 +44,7 @@ def answer_questions(model, questions, world_dir, batch_size=32):
             batch.append(build_prompt_sample(q['question'], images[q['image']], model.tokenizer, model.template,
                                              spec, model.num_image_tokens, box_entry=boxes.get(q['sample_id']),
                                              sample_id=q['id']))
-        data = mg_llava_collate_fn(batch, pad_index=model.tokenizer.pad_token_id or 0, padding_side='left',
-                                   return_hf_format=True)
-        preds += model.generate(data)
+        preds += generate(model, collate_prompts(batch, model.tokenizer))
     return preds
 
 
@@ -68,7 +67,7 @@ def report(questions, preds):
 
 
 def main(argv=None):
-    from mg_llava.models import load_hf
+    from mg_llava.models import MGLLaVAModel
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('export_dir')
     ap.add_argument('world_dir')
@@ -77,7 +76,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     t0 = time.time()
-    model = load_hf(args.export_dir)
+    model = MGLLaVAModel.from_pretrained(args.export_dir)
     questions = read_records(osp.join(args.world_dir, 'heldout.jsonl'))
     preds = answer_questions(model, questions, args.world_dir, args.batch_size)
     if args.predictions:

@@ -8,17 +8,16 @@ single-process run writing .jsonl, else `OUT.rank{r}` per rank. A run reads OUT 
 (whatever world size wrote them) to skip finished ids; only the LAST line of a JSON-lines file may be
 malformed (an interrupted write): it is ignored, cut off before appending, and its id is done again.
 `merge_outputs` folds OUT and the partial files into OUT in input order (atomic replace, idempotent),
-then deletes the partial files.
+then deletes the partial files. The mechanics are `mg_llava.inference.writer` (shared with the evaluation's
+partial predictions); this module binds them to the box-entry format.
 """
 from __future__ import annotations
 
-import glob
-import json
 import os
 import os.path as osp
-import re
 
-from mg_llava.errors import DataError
+from mg_llava.inference import writer
+from mg_llava.inference.sharding import shard  # noqa: F401  (re-exported: the detector's shards)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
@@ -68,22 +67,7 @@ def unique_items(items):
     return out, dup
 
 
-def shard(items, rank, world_size):
-    """Interleaved shard: balanced, and a prefix finished by an earlier run is spread over all ranks."""
-    return items[rank::world_size]
-
-
 # ------------------------------------------------------------------------------------------------ output
-
-def partial_path(out, rank):
-    return f'{out}.rank{rank}'
-
-
-def partial_files(out):
-    """`OUT.rank<N>` files, by rank number."""
-    found = [p for p in glob.glob(glob.escape(out) + '.rank*') if re.fullmatch(r'\.rank\d+', p[len(out):])]
-    return sorted(found, key=lambda p: int(p[len(out) + 5:]))
-
 
 def _check_entry(e):
     if not isinstance(e, dict) or 'id' not in e:
@@ -93,116 +77,49 @@ def _check_entry(e):
         raise ValueError('boxes, scores and labels differ in length')
 
 
-def scan_jsonl(path):
-    """-> (entries, end, bad): `end` = byte offset after the last good line; `bad` = (line number, reason)
-    of a malformed last line, else None. A malformed line followed by more entries raises DataError."""
-    entries, end, offset, bad = [], 0, 0, None
-    with open(path, 'rb') as f:
-        for lineno, raw in enumerate(f, 1):
-            offset += len(raw)
-            if not raw.strip():
-                end = end if bad else offset
-                continue
-            if bad:
-                raise DataError(path, f'line {bad[0]}', f'malformed box entry ({bad[1]}) before more entries')
-            try:
-                e = json.loads(raw)
-                _check_entry(e)
-            except ValueError as err:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
-                bad = (lineno, str(err))
-                continue
-            entries.append(e)
-            end = offset
-    return entries, end, bad
+def output(out):
+    """The resumable output OUT: partial files `OUT.rank<r>`, final file OUT."""
+    return writer.ShardedJsonl(f'{out}.rank', final=out, check=_check_entry, what='box entry')
+
+
+def partial_path(out, rank):
+    return output(out).path(rank)
+
+
+def partial_files(out):
+    """`OUT.rank<N>` files, by rank number."""
+    return output(out).files()
 
 
 def read_entries(path):
     """Entries of a box file (.json list or JSON lines; a malformed last JSON line is ignored)."""
-    if path.endswith('.json'):
-        from mg_llava.data.dataset import read_records
-        entries = read_records(path)
-        for i, e in enumerate(entries):
-            try:
-                _check_entry(e)
-            except ValueError as err:
-                raise DataError(path, f'entry {i}', str(err)) from None
-        return entries
-    return scan_jsonl(path)[0]
+    return writer.read_file(path, _check_entry, 'box entry')
 
 
 def done_keys(out):
     """Keys of the ids already in OUT or in any `OUT.rank*` file."""
-    keys = set()
-    for path in ([out] if osp.exists(out) else []) + partial_files(out):
-        keys.update(entry_key(e['id']) for e in read_entries(path))
-    return keys
+    return {entry_key(e['id']) for e in output(out).records()}
 
 
 def trim_partial_tail(path):
     """Cut a malformed last line off a JSON-lines file and make it end with a newline; -> True if cut."""
-    if not osp.exists(path):
-        return False
-    _, end, bad = scan_jsonl(path)
-    with open(path, 'rb+') as f:
-        f.truncate(end)
-        if end:
-            f.seek(end - 1)
-            if f.read(1) != b'\n':
-                f.write(b'\n')
-    return bad is not None
+    return writer.trim_partial_tail(path, _check_entry)
 
 
-def dumps(entry):
-    return json.dumps(entry, ensure_ascii=False)
-
-
-class EntryWriter:
+class EntryWriter(writer.JsonlAppender):
     """Appends entries to a JSON-lines file, one flushed line each (after trimming a partial tail)."""
 
     def __init__(self, path):
-        self.path = path
-        self.trimmed = trim_partial_tail(path)
-        self._f = open(path, 'a', encoding='utf-8')
-
-    def write(self, entry):
-        self._f.write(dumps(entry) + '\n')
-        self._f.flush()
-
-    def close(self):
-        self._f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        super().__init__(path, _check_entry)
 
 
 def write_entries(path, entries):
     """Write a whole box file atomically: a JSON list for *.json, JSON lines otherwise."""
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        lines = [dumps(e) for e in entries]
-        if path.endswith('.json'):
-            f.write('[\n' + ',\n'.join(lines) + '\n]\n' if lines else '[]\n')
-        else:
-            f.writelines(line + '\n' for line in lines)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    writer.write_atomic(path, entries)
 
 
 def merge_outputs(out, order):
     """Fold OUT and all `OUT.rank*` files into OUT: one entry per id (first seen wins), ids of `order` (the
     input ids) first in that order, then any other ids already present. Deletes the partial files; running it
     again changes nothing. -> number of entries written."""
-    by_key = {}
-    for path in ([out] if osp.exists(out) else []) + partial_files(out):
-        for e in read_entries(path):
-            by_key.setdefault(entry_key(e['id']), e)
-    entries = [by_key.pop(entry_key(sid)) for sid in order if entry_key(sid) in by_key]
-    entries += by_key.values()
-    write_entries(out, entries)
-    for path in partial_files(out):
-        os.remove(path)
-    return len(entries)
+    return output(out).merge([entry_key(sid) for sid in order], key=lambda e: entry_key(e['id']))

@@ -1,6 +1,7 @@
 """Training-engine pieces named by the configs: exact resume, short-run-safe schedules, runtime helpers."""
+from .loops import TrainLoop
 from .resume import ExactResumeHook
 from .runtime import AutoAmpOptimWrapper, TrainVisualizer
 from .schedulers import CosineAfterWarmupLR, WarmupLR
 
-__all__ = ['ExactResumeHook', 'AutoAmpOptimWrapper', 'TrainVisualizer', 'CosineAfterWarmupLR', 'WarmupLR']
+__all__ = ['TrainLoop', 'ExactResumeHook', 'AutoAmpOptimWrapper', 'TrainVisualizer', 'CosineAfterWarmupLR', 'WarmupLR']

@@ -1,47 +1,31 @@
-"""Read benchmark ground truth and prediction files into the plain `items` lists of `benchmark_metrics`.
+"""What every benchmark module shares (`mg_llava.evaluation.benchmarks`): file readers, ids, prediction files,
+question records, entry-file checks and the common prompt suffixes.  Stdlib only; nothing here knows a
+benchmark by name (each benchmark's formats are described in its own module).
 
-Every item has a string `id`, the key predictions must use.  Formats (the public files named in spec 4.3):
-
-* multiple choice (mmbench, seed, sqa, ai2d, mmmu, mmstar): VLMEvalKit/LMUData TSV with columns `index`,
-  `answer` (a letter), option columns `A`..`Z` (blank = no such option), optional `category`, `l2-category`,
-  `split`; `question`, `hint` and the base64 `image` column are ignored.  id = `index`.  MMMU rows with a blank
-  `A` are open questions: A := answer text, B := 'Other Answers', answer := 'A' (VLMEvalKit MMMU_preproc).
-  A TSV without `answer` (test split) is an error: it cannot be scored locally.
-* textvqa: `TextVQA_0.5.1_val.json` ({"data": [{question_id, answers[10]}...]}).  id = `question_id`.
-  (LLaVA's `llava_textvqa_val_v051_ocr.jsonl` is not accepted: its `question_id` is the IMAGE id, not unique.)
-* docvqa: DocVQA `val_v1.0.json` ({"data": [{questionId, answers}...]}), id = `questionId`; or a VLMEvalKit
-  TSV (`index`, `answer` = one string or a Python list literal), id = `index`.
-* ocrvqa: VLMEvalKit TSV (`index`, `answer` = one string or a Python list literal), id = `index`.
-* chartqa: ChartQA `test_human.json` / `test_augmented.json` (list of {imgname, query, label}); id = the
-  0-based position in the list.  Or a TSV with `index`, `answer`.
-* mme: VLMEvalKit MME TSV (`index`, `category`, `answer` Yes/No, `image_path`), the format of spec 4.3 and the
-  fork; id = `index`.  The two questions of an image are paired by `image_path`, or, without that column, by
-  the `image` cell (VLMEvalKit stores a short row index in place of a repeated image).
-* hallusion: the official `HallusionBench.json` (list of {category VD|VS, subcategory, visual_input, set_id,
-  figure_id, question_id, gt_answer '1'|'0'}); id = "{category}_{subcategory}_{visual_input}_{set_id}_
-  {figure_id}_{question_id}" (`hallusion_id`), which keeps set/figure/question at `_`-positions 3/4/5 like
-  VLMEvalKit's index.  Or VLMEvalKit's TSV: `index` (positions 3/4/5 give set/figure/question), `category`,
-  `l2-category` (= subcategory), `answer` Yes/No; id = `index`.
-* pope: a directory with `coco_pope_{adversarial,popular,random}.json` (JSON lines {question_id, image, text,
-  label}) or one such file.  question_ids restart at 0 in every split, so with a directory the id is
-  "{split}/{question_id}" (e.g. "adversarial/17"); with a single file it is the bare question_id.
-* gqa: official `testdev_balanced_questions.json` ({question_id: {answer, isBalanced, types{structural}}}),
-  id = question_id.  With --annotations, --data is LLaVA's `llava_gqa_testdev_balanced.jsonl` (the questions
-  asked) and the annotations file gives the answers.
-
-Predictions: JSON lines {"id": ..., "prediction": "..."}; ids may be numbers or strings (12 and "12" are the
-same id).  Errors name the file and the line/row.
+* Ids: every question and ground-truth item has a string `id`, the key predictions use; `norm_id` makes
+  12, 12.0, "12" and "12.0" the same id.
+* Readers: `read_json`, `read_jsonl` (-> [(line number, object)]), `iter_tsv` / `read_tsv` (VLMEvalKit TSVs,
+  base64 image cells), `read_tsv_cells` (raw cells, for prompts), `json_list`.  Errors are `ScoreError`s naming
+  the file and the line / row.
+* Predictions: JSON lines {"id": ..., "prediction": "..."} (what the evaluation loop writes), or LLaVA's answer
+  files {"question_id": ..., "prompt": "...", "text": "..."} (`model_vqa*.py`); ids may be numbers or strings.
+* Question records (`question`): {'id', 'text', 'image': {'path'} | {'b64'} | None, 'box_key', 'where'}; `text`
+  is what follows "<image>\\n" in the user turn, `box_key` the key into the benchmark's box json.
+* Entry checks (`check_*`): cheap looks at an evaluation entry's files (a JSONL or TSV file is read up to its
+  first record) raising `DataError` whose `reason` says what is wrong.
 """
 import ast
 import csv
 import json
 import os
 import re
-import string
 import sys
 
-from mg_llava.errors import ScoreError
+from mg_llava.errors import DataError, ScoreError, require
 
+SHORT_ANSWER = '\nAnswer the question using a single word or phrase.'
+YES_NO = '\nPlease answer the question with yes or no.'
+JSONL_FIELDS = ('question_id', 'image', 'text')  # a LLaVA question jsonl line
 
 _INT_FLOAT = re.compile(r'-?\d+\.0+')
 
@@ -58,6 +42,17 @@ def norm_id(value, path='', where=''):
     return text.split('.')[0] if _INT_FLOAT.fullmatch(text) else text
 
 
+def json_id(key):
+    """'12' -> 12 (LLaVA files carry integer question ids); anything else stays a string."""
+    return int(key) if key.isdigit() and str(int(key)) == key else key
+
+
+def require_fields(path, where, obj, *keys):
+    """`mg_llava.errors.require` raising `ScoreError` (the error of every reader here)."""
+    require(path, where, obj, *keys, error=ScoreError)
+
+
+# --------------------------------------------------------------------------------------------------- readers
 def read_json(path):
     try:
         with open(path, encoding='utf-8') as f:
@@ -80,6 +75,24 @@ def read_jsonl(path):
     return rows
 
 
+def json_list(path, key=None):
+    """The JSON list in `path` (or under `key` of its object)."""
+    data = read_json(path)
+    if key is not None:
+        data = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(data, list):
+        raise ScoreError(path, '', f'expected a JSON list{f" under {key!r}" if key else ""}')
+    return data
+
+
+def data_list(path, obj, key='data'):
+    """obj[key], which must be a list (ground-truth files {"data": [...]})."""
+    data = obj.get(key) if isinstance(obj, dict) else None
+    if not isinstance(data, list):
+        raise ScoreError(path, '', f'expected a JSON object with a "{key}" list')
+    return data
+
+
 def iter_tsv(path):
     """Yield (row number, header, raw cells) of a TSV (header = row 1); cells are not stripped."""
     limit = sys.maxsize
@@ -100,9 +113,14 @@ def iter_tsv(path):
                 yield rowno, header, cells
 
 
+def tsv_header(path):
+    with open(path, encoding='utf-8') as f:
+        return [h.strip() for h in f.readline().rstrip('\r\n').split('\t')]
+
+
 def read_tsv(path):
-    """VLMEvalKit TSV -> list of (row number, dict).  The base64 `image` cell is not kept: only a short one
-    (< 16 chars, a reference to another row's index) survives, as `_image_ref`."""
+    """VLMEvalKit TSV -> list of (row number, dict), cells stripped (ground truth).  The base64 `image` cell is
+    not kept: only a short one (< 16 chars, a reference to another row's index) survives, as `_image_ref`."""
     rows = []
     for rowno, header, cells in iter_tsv(path):
         img_col = header.index('image') if 'image' in header else None
@@ -113,15 +131,40 @@ def read_tsv(path):
     return rows
 
 
-def _require(path, where, row, *keys):
-    if not isinstance(row, dict):
-        raise ScoreError(path, where, f'expected a JSON object, got {type(row).__name__}')
-    for k in keys:
-        if row.get(k) in (None, ''):
-            raise ScoreError(path, where, f'missing field {k!r}')
+def read_tsv_cells(path, *required):
+    """-> (header, [(rowno, {column: raw cell})]) for prompts: TSV cells are used unstripped (the reference reads
+    them with pandas); a required column absent from the header is an error."""
+    rows, header = [], None
+    for rowno, header, cells in iter_tsv(path):
+        rows.append((rowno, dict(zip(header, cells))))
+    header = header or tsv_header(path)  # no data rows: the header alone, for the column check
+    for key in required:
+        if key not in header:
+            raise ScoreError(path, 'row 1', f'no {key!r} column')
+    return header, rows
 
 
-def _unique(items, path):
+def tsv_images(path, rows, optional=False):
+    """Resolve every row's `image` cell: base64, or a cell shorter than 16 characters naming the `index` of the
+    row holding the image (VLMEvalKit) -> [{'b64'} | None]; an empty cell is an error unless `optional`."""
+    by_index = {norm_id(r.get('index', ''), path, f'row {n}'): r.get('image', '').strip() for n, r in rows}
+    out = []
+    for rowno, row in rows:
+        cell, seen = row.get('image', '').strip(), []
+        while 0 < len(cell) < 16:
+            seen.append(norm_id(cell))
+            if seen[-1] not in by_index or seen.count(seen[-1]) > 1:
+                raise ScoreError(path, f'row {rowno}', f'image cell refers to index {seen[-1]!r}, which is not a '
+                                 'row with an image')
+            cell = by_index[seen[-1]]
+        if not cell and not optional:
+            raise ScoreError(path, f'row {rowno}', 'empty image cell')
+        out.append({'b64': cell} if cell else None)
+    return out
+
+
+def unique(items, path):
+    """Ground-truth items must have distinct ids."""
     seen = set()
     for it in items:
         if it['id'] in seen:
@@ -130,75 +173,9 @@ def _unique(items, path):
     return items
 
 
-def read_predictions(path):
-    """JSON lines {"id", "prediction"} -> {id: text}.  Numbers are accepted as text; null is an error."""
-    preds = {}
-    for lineno, obj in read_jsonl(path):
-        where = f'line {lineno}'
-        if not isinstance(obj, dict) or 'id' not in obj or 'prediction' not in obj:
-            raise ScoreError(path, where, 'expected an object with "id" and "prediction"')
-        key = norm_id(obj['id'], path, where)
-        text = obj['prediction']
-        if isinstance(text, (int, float)) and not isinstance(text, bool):
-            text = str(text)
-        if not isinstance(text, str):
-            raise ScoreError(path, where, f'prediction for id {key!r} must be a string, got {text!r}')
-        if key in preds:
-            raise ScoreError(path, where, f'duplicate prediction id {key!r}')
-        preds[key] = text
-    return preds
-
-
-# ---------------------------------------------------------------------------------------------------------------
-def load_multiple_choice(path, mmmu=False, circular=False):
-    items = []
-    for rowno, row in read_tsv(path):
-        where = f'row {rowno}'
-        if 'answer' not in row:
-            raise ScoreError(path, '', 'no "answer" column (a test split?): it cannot be scored locally')
-        _require(path, where, row, 'index')
-        if mmmu and not row.get('A'):
-            row['A'], row['B'] = row.get('answer', ''), 'Other Answers'
-        options = {k: row[k] for k in string.ascii_uppercase if row.get(k)}
-        answer = row.get('answer', '')
-        if mmmu and answer not in string.ascii_uppercase:
-            answer = 'A'  # VLMEvalKit: a non-letter MMMU answer is the re-formulated option A
-        if answer not in options:
-            raise ScoreError(path, where, f'answer {answer!r} is not one of its options {sorted(options)}')
-        item = {'id': norm_id(row['index'], path, where), 'answer': answer, 'options': options,
-                'category': row.get('category'), 'l2_category': row.get('l2-category'), 'split': row.get('split'),
-                '_where': where}
-        if circular:
-            try:
-                item['index'] = int(item['id'])
-            except ValueError:
-                raise ScoreError(path, where, f'circular evaluation needs an integer index, got {row["index"]!r}')
-        items.append(item)
-    return _unique(items, path)
-
-
-def _data_list(path, obj, key='data'):
-    data = obj.get(key) if isinstance(obj, dict) else None
-    if not isinstance(data, list):
-        raise ScoreError(path, '', f'expected a JSON object with a "{key}" list')
-    return data
-
-
-def _load_json_answers(path, id_key):
-    """{"data": [{id_key: ..., "answers": [...]}, ...]} (TextVQA / DocVQA val files) -> items."""
-    items = []
-    for i, q in enumerate(_data_list(path, read_json(path))):
-        where = f'data[{i}]'
-        _require(path, where, q, id_key, 'answers')
-        items.append({'id': norm_id(q[id_key], path, where), 'answers': list(q['answers']), '_where': where})
-    return _unique(items, path)
-
-
-def load_textvqa(path):
-    return _load_json_answers(path, 'question_id')
-
-
-def _answer_list(cell):
+# ----------------------------------------------------------------------------------------------- ground truth
+def answer_list(cell):
+    """A TSV answer cell: one string, or a Python list literal of strings."""
     if cell.startswith('[') and cell.endswith(']'):
         try:
             value = ast.literal_eval(cell)
@@ -209,151 +186,215 @@ def _answer_list(cell):
     return [cell]
 
 
-def _load_tsv_answers(path):
+def tsv_answers(path):
+    """VLMEvalKit TSV (`index`, `answer` = one string or a Python list literal) -> items {id, answers}."""
     items = []
     for rowno, row in read_tsv(path):
         where = f'row {rowno}'
-        _require(path, where, row, 'index', 'answer')
-        items.append({'id': norm_id(row['index'], path, where), 'answers': _answer_list(row['answer']),
+        require_fields(path, where, row, 'index', 'answer')
+        items.append({'id': norm_id(row['index'], path, where), 'answers': answer_list(row['answer']),
                       '_where': where})
-    return _unique(items, path)
+    return unique(items, path)
 
 
-def load_docvqa(path):
-    if path.endswith('.tsv'):
-        return _load_tsv_answers(path)
-    return _load_json_answers(path, 'questionId')
-
-
-def load_ocrvqa(path):
-    """VLMEvalKit OCRVQA TSV (`index`, `answer` = one string or a Python list literal); id = `index`."""
-    return _load_tsv_answers(path)
-
-
-def load_chartqa(path):
-    if path.endswith('.tsv'):
-        return _load_tsv_answers(path)
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise ScoreError(path, '', 'expected a JSON list of {"query", "label"} objects')
+def json_answers(path, id_key):
+    """{"data": [{id_key: ..., "answers": [...]}, ...]} (TextVQA / DocVQA val files) -> items {id, answers}."""
     items = []
-    for i, q in enumerate(data):
-        where = f'[{i}]'
-        if not isinstance(q, dict) or 'label' not in q:
-            raise ScoreError(path, where, 'missing field "label"')
-        label = q['label']
-        items.append({'id': str(i), 'answers': [str(x) for x in label] if isinstance(label, list) else [str(label)],
-                      '_where': where})
-    return items
+    for i, q in enumerate(data_list(path, read_json(path))):
+        where = f'data[{i}]'
+        require_fields(path, where, q, id_key, 'answers')
+        items.append({'id': norm_id(q[id_key], path, where), 'answers': list(q['answers']), '_where': where})
+    return unique(items, path)
 
 
-def _yes_no_label(path, where, value):
+def yes_no_label(path, where, value):
     v = str(value).strip().lower()
     if v not in ('yes', 'no'):
         raise ScoreError(path, where, f'answer must be Yes or No, got {value!r}')
     return v
 
 
-def load_mme(path):
-    items = []
-    for rowno, row in read_tsv(path):
+# ------------------------------------------------------------------------------------------------ predictions
+def read_prediction_records(path):
+    """Predictions file -> [(where, key, prompt, text)] in file order.  A line is {"id", "prediction"} (prompt
+    None) or a LLaVA answer line {"question_id", "text"[, "prompt"]}.  Numbers are accepted as text; null is an
+    error.  Keys are not checked for duplicates here (a LLaVA TextVQA file repeats its question_id)."""
+    records = []
+    for lineno, obj in read_jsonl(path):
+        where = f'line {lineno}'
+        if isinstance(obj, dict) and 'id' in obj and 'prediction' in obj:
+            key, text, prompt = obj['id'], obj['prediction'], None
+        elif isinstance(obj, dict) and 'question_id' in obj and 'text' in obj:
+            key, text, prompt = obj['question_id'], obj['text'], obj.get('prompt')
+            if prompt is not None and not isinstance(prompt, str):
+                raise ScoreError(path, where, f'"prompt" must be a string, got {prompt!r}')
+        else:
+            raise ScoreError(path, where, 'expected an object with "id" and "prediction" (or LLaVA\'s '
+                             '"question_id" and "text")')
+        key = norm_id(key, path, where)
+        if isinstance(text, (int, float)) and not isinstance(text, bool):
+            text = str(text)
+        if not isinstance(text, str):
+            raise ScoreError(path, where, f'prediction for id {key!r} must be a string, got {text!r}')
+        records.append((where, key, prompt, text))
+    return records
+
+
+def read_predictions(path):
+    """Predictions file -> {id: text}; a repeated id is an error."""
+    preds = {}
+    for where, key, _, text in read_prediction_records(path):
+        if key in preds:
+            raise ScoreError(path, where, f'duplicate prediction id {key!r}')
+        preds[key] = text
+    return preds
+
+
+# ------------------------------------------------------------------------------------------- question records
+def question(id_, text, image, box_key, where):
+    return {'id': id_, 'text': text, 'image': image, 'box_key': str(box_key), 'where': where}
+
+
+def folder_image(image_folder, rel, path, where):
+    if not image_folder:
+        raise ScoreError(path, where, 'this benchmark reads images from a folder: image_folder is required')
+    return {'path': os.path.abspath(os.path.join(image_folder, str(rel)))}
+
+
+def cell(path, where, row, key):
+    """A required TSV cell (raw); an empty cell is an absent one."""
+    value = row.get(key, '')
+    if value == '':
+        raise ScoreError(path, where, f'missing {key!r}')
+    return value
+
+
+def llava_jsonl_questions(path, image_folder, suffix='', id_fn=None, images=True):
+    """LLaVA question jsonl {question_id, image, text} -> questions; id = question_id (or id_fn(question_id)),
+    box key = question_id, text = text + suffix.  images=False: no image references (and no image_folder)."""
+    out = []
+    for lineno, q in read_jsonl(path):
+        where = f'line {lineno}'
+        require_fields(path, where, q, *JSONL_FIELDS)
+        qid = norm_id(q['question_id'], path, where)
+        image = folder_image(image_folder, q['image'], path, where) if images else None
+        out.append(question(id_fn(qid) if id_fn else qid, q['text'] + suffix, image, qid, f'{path} {where}'))
+    return out
+
+
+def tsv_questions(path, prompt, raw_id=False, optional_images=False):
+    """VLMEvalKit TSV (`index`, `question`, base64 `image`) -> questions with text = prompt(question cell);
+    id = box key = norm_id(index) (raw_id: the stripped index)."""
+    _, rows = read_tsv_cells(path, 'index', 'question', 'image')
+    out = []
+    for (rowno, row), image in zip(rows, tsv_images(path, rows, optional=optional_images)):
         where = f'row {rowno}'
-        _require(path, where, row, 'index', 'category', 'answer')
-        key = norm_id(row['index'], path, where)
-        image = row.get('image_path') or (norm_id(row['_image_ref']) if row.get('_image_ref') else key)
-        items.append({'id': key, 'category': row['category'], 'image': image,
-                      'answer': _yes_no_label(path, where, row['answer']), '_where': where})
-    return _unique(items, path)
+        index = cell(path, where, row, 'index')
+        key = index.strip() if raw_id else norm_id(index, path, where)
+        out.append(question(key, prompt(cell(path, where, row, 'question')), image, key, f'{path} {where}'))
+    return out
 
 
-HALLUSION_FIELDS = ('category', 'subcategory', 'visual_input', 'set_id', 'figure_id', 'question_id')
+# ------------------------------------------------------------------------------------------------ entry checks
+def check_readable(path, folder=False):
+    if folder:
+        if not os.path.isdir(path):
+            raise DataError(path, '', 'not a directory' if os.path.exists(path) else 'directory not found')
+        return
+    if not os.path.exists(path):
+        raise DataError(path, '', 'file not found')
+    if not os.path.isfile(path):
+        raise DataError(path, '', 'not a file')
+    if not os.access(path, os.R_OK):
+        raise DataError(path, '', 'not readable (permissions)')
 
 
-def hallusion_id(record):
-    """Prediction id of one HallusionBench.json record."""
-    return '_'.join(str(record[k]) for k in HALLUSION_FIELDS)
+def check_json(path):
+    """The parsed JSON file (the whole file: there is no cheaper way to know it parses)."""
+    check_readable(path)
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(path, '', f'malformed JSON (line {e.lineno}: {e.msg})') from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise DataError(path, '', f'unreadable ({type(e).__name__}: {e})') from None
 
 
-def load_hallusion(path):
-    items = []
-    if path.endswith('.tsv'):
-        for rowno, row in read_tsv(path):
-            where = f'row {rowno}'
-            _require(path, where, row, 'index', 'answer')
-            parts = row['index'].split('_')
-            if len(parts) < 6:
-                raise ScoreError(path, where, f'index {row["index"]!r} lacks the _set_figure_question fields')
-            items.append({'id': row['index'], 'category': row.get('category', ''),
-                          'subcategory': row.get('l2-category', ''), 'set_id': parts[3], 'figure_id': parts[4],
-                          'question_id': parts[5], 'answer': _yes_no_label(path, where, row['answer']),
-                          '_where': where})
-        return _unique(items, path)
-    data = read_json(path)
+def _check_fields(path, rec, fields, where=''):
+    if not isinstance(rec, dict):
+        raise DataError(path, '', f'{where}expected a JSON object, got {type(rec).__name__}')
+    missing = [k for k in fields if k not in rec]
+    if missing:
+        raise DataError(path, '', f'{where}first record lacks {", ".join(map(repr, missing))}')
+
+
+def check_first_jsonl(path, fields=()):
+    """The first record of a JSON-lines file; it must be an object with `fields`."""
+    check_readable(path)
+    try:
+        with open(path, encoding='utf-8') as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    break
+            else:
+                raise DataError(path, '', 'empty file (no JSON line)')
+    except (UnicodeDecodeError, OSError) as e:
+        raise DataError(path, '', f'unreadable ({type(e).__name__}: {e})') from None
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(path, '', f'line {lineno}: malformed JSON ({e.msg})') from None
+    _check_fields(path, rec, fields, f'line {lineno}: ')
+    return rec
+
+
+def check_json_records(path, key=None, fields=()):
+    """A JSON list (or the list under `key`) whose first record has `fields`."""
+    data = check_json(path)
+    if key is not None:
+        data = data.get(key) if isinstance(data, dict) else None
     if not isinstance(data, list):
-        raise ScoreError(path, '', 'expected the HallusionBench.json list')
-    for i, r in enumerate(data):
-        where = f'[{i}]'
-        _require(path, where, r, *HALLUSION_FIELDS, 'gt_answer')
-        if str(r['gt_answer']) not in ('0', '1'):
-            raise ScoreError(path, where, f'gt_answer must be "0" or "1", got {r["gt_answer"]!r}')
-        item = {k: str(r[k]) for k in HALLUSION_FIELDS}
-        item.update(id=hallusion_id(r), answer='yes' if str(r['gt_answer']) == '1' else 'no', _where=where)
-        items.append(item)
-    return _unique(items, path)
+        raise DataError(path, '', f'expected a JSON list{f" under {key!r}" if key else ""}')
+    if data:
+        _check_fields(path, data[0], fields)
+    return data
 
 
-def _pope_split(filename):
-    stem = os.path.splitext(os.path.basename(filename))[0]
-    return stem[len('coco_pope_'):] if stem.startswith('coco_pope_') else stem
+def check_tsv_columns(path, *required):
+    """The TSV header row, which must name every `required` column."""
+    check_readable(path)
+    try:
+        header = tsv_header(path)
+    except (UnicodeDecodeError, OSError) as e:
+        raise DataError(path, '', f'unreadable ({type(e).__name__}: {e})') from None
+    if header == ['']:
+        raise DataError(path, '', 'empty TSV (no header row)')
+    missing = [c for c in required if c not in header]
+    if missing:
+        has = ', '.join(header)
+        raise DataError(path, '', f'header row lacks column(s) {", ".join(map(repr, missing))} '
+                        f'(has {has if len(has) < 200 else has[:200] + "..."})')
+    return header
 
 
-def pope_files(path):
-    """A POPE directory or file -> [(file, split)]; the split names the ids only with several files."""
-    if os.path.isdir(path):
-        files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                       if f.startswith('coco_pope_') and f.endswith('.json'))
-        if not files:
-            raise ScoreError(path, '', 'no coco_pope_<split>.json files in this directory')
-    else:
-        files = [path]
-    return [(f, _pope_split(f)) for f in files]
+def check_tsv_only(benchmark):
+    """check_data of a benchmark whose questions are read from a VLMEvalKit TSV only."""
+    def check(data, image_folder=None):
+        if data.endswith('.tsv'):
+            check_tsv_columns(data, 'index', 'question', 'image')
+        else:
+            check_readable(data)
+            raise DataError(data, '', f'{benchmark} questions are read from a VLMEvalKit .tsv file')
+    return check
 
 
-def load_pope(path):
-    files = pope_files(path)
-    items = []
-    for file, split in files:
-        for lineno, q in read_jsonl(file):
-            where = f'line {lineno}'
-            if not isinstance(q, dict):
-                raise ScoreError(file, where, 'expected a JSON object')
-            _require(file, where, q, 'question_id', 'label')
-            qid = norm_id(q['question_id'], file, where)
-            items.append({'id': f'{split}/{qid}' if len(files) > 1 else qid, 'split': split,
-                          'label': _yes_no_label(file, where, q['label']), '_where': f'{file} {where}'})
-    return _unique(items, path)
+def check_llava_jsonl(data, image_folder=None):
+    check_first_jsonl(data, JSONL_FIELDS)
 
 
-def load_gqa(path, annotations=None):
-    gt = read_json(annotations or path)
-    if not isinstance(gt, dict):
-        raise ScoreError(annotations or path, '', 'expected a JSON object {question_id: {answer, ...}}')
-    if annotations:
-        ids = []
-        for lineno, q in read_jsonl(path):
-            where = f'line {lineno}'
-            _require(path, where, q, 'question_id')
-            qid = norm_id(q['question_id'], path, where)
-            if qid not in gt:
-                raise ScoreError(path, where, f'question_id {qid!r} is not in {annotations}')
-            ids.append(qid)
-    else:
-        ids = list(gt)
-    items = []
-    for qid in ids:
-        q = gt[qid]
-        if not isinstance(q, dict) or 'answer' not in q:
-            raise ScoreError(annotations or path, qid, 'missing field "answer"')
-        items.append({'id': norm_id(qid), 'answer': q['answer'], 'balanced': bool(q.get('isBalanced', True)),
-                      'structural': (q.get('types') or {}).get('structural'), '_where': qid})
-    return _unique(items, path)
+# ---------------------------------------------------------------------------------------------- submissions
+def dump_json(path, obj, **kw):
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(obj, f, **kw)
+    return path

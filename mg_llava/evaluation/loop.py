@@ -1,16 +1,17 @@
 """Batched greedy evaluation over benchmarks (driven by `tools/test.py`).
 
-    benchmark files -> questions (questions.py) -> prompt samples (the training preprocessing, left-padded
-    batches, built in DataLoader workers) -> MGLLaVAModel.generate -> predictions jsonl -> scores (score.py)
-    -> summary.md / summary.csv
+    benchmark files -> questions (questions.py) -> prompt samples (mg_llava.inference.prompt: the training
+    preprocessing, left-padded batches, built in DataLoader workers) -> mg_llava.inference.generation.generate
+    -> predictions jsonl -> scores (score.py) -> summary.md / summary.csv
 
 Batches are formed once over all questions of a benchmark (sorted by prompt length, so little padding) and
 dealt to ranks round robin. Every batch, hence every prediction, is therefore the same whatever the number
 of ranks; rank 0 gathers, writes and scores. Torch lives here, not in the stdlib-only scorer modules.
 
-Finished batches are appended to per-rank partial files; a rerun resumes from them only when they were made by
-the same model, entry and settings (`resume`: fingerprint in <name>_predictions.partial.meta.json), and the
-summary says how many answers each benchmark took from the interrupted run.
+Finished batches are appended to per-rank partial files (`resume.partial_output`, the sharded writer of
+mg_llava.inference); a rerun resumes from them only when they were made by the same model, entry and settings
+(`resume`: fingerprint in <name>_predictions.partial.meta.json), and the summary says how many answers each
+benchmark took from the interrupted run.
 """
 import csv
 import json
@@ -20,13 +21,15 @@ import time
 from collections import OrderedDict
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from mg_llava.data import DataError, VisionSpec, load_box_index, mg_llava_collate_fn
+from mg_llava.data import DataError, VisionSpec, load_box_index
 from mg_llava.data.dataset import as_template
-from mg_llava.data.inference import build_prompt_sample, encode_prompt
+from mg_llava.inference.generation import generate
+from mg_llava.inference.prompt import NO_DETECTIONS, build_prompt_sample, collate_prompts
+from mg_llava.inference.sharding import barrier, gather, rank_and_world, shard
 
+from . import benchmarks as B
 from . import questions as Q
 from . import resume as R
 from . import score as S
@@ -34,17 +37,6 @@ from .entries import ENTRY_KEYS, FOLDER_IMAGES, NEEDS_ANNOTATIONS, check_entry  
 from .submission import write_outputs
 
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
-NO_DETECTIONS = dict(boxes=[], scores=[], labels=[])  # preprocess_boxes turns it into the training fallback box
-# The numbers a summary row shows for each benchmark (the scorer returns more; all of it goes to *_scores.json).
-HEADLINE = {'mme': ('perception', 'cognition'), 'hallusion': ('aAcc', 'fAcc', 'qAcc'),
-            'pope': ('f1', 'accuracy', 'precision', 'recall', 'yes_ratio'), 'docvqa': ('anls',),
-            'chartqa': ('relaxed_accuracy',), 'gqa': ('accuracy', 'binary', 'open')}
-
-
-def rank_and_world():
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class SampleBuilder:
@@ -73,26 +65,23 @@ class SampleBuilder:
         return entry
 
     def __call__(self, q):
-        image = Q.open_image(q)
-        if image is None:  # text-only question: no image tokens at all
-            return dict(id=q['id'], input_ids=encode_prompt(q['text'], self.tokenizer, self.template, self.system))
+        image = Q.open_image(q)  # None: a text-only question, no image tokens at all (and no box entry)
         return build_prompt_sample(q['text'], image, self.tokenizer, self.template, self.spec,
-                                   self.num_image_tokens, box_entry=self.box_entry(q), system=self.system,
-                                   sample_id=q['id'])
+                                   self.num_image_tokens, box_entry=None if image is None else self.box_entry(q),
+                                   system=self.system, sample_id=q['id'])
 
 
 class _Batches(Dataset):
     """Item i = batch i, collated left-padded (image decoding and preprocessing run in the workers)."""
 
-    def __init__(self, batches, build, pad_id):
-        self.batches, self.build, self.pad_id = batches, build, pad_id
+    def __init__(self, batches, build, tokenizer):
+        self.batches, self.build, self.tokenizer = batches, build, tokenizer
 
     def __len__(self):
         return len(self.batches)
 
     def __getitem__(self, i):
-        return mg_llava_collate_fn([self.build(q) for q in self.batches[i]], pad_index=self.pad_id,
-                                   padding_side='left', return_hf_format=True)
+        return collate_prompts([self.build(q) for q in self.batches[i]], self.tokenizer)
 
 
 def make_batches(questions, tokenizer, batch_size):
@@ -104,22 +93,9 @@ def make_batches(questions, tokenizer, batch_size):
     return [[questions[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
 
 
-def _to(data, device):
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in data.items()}
-
-
 def _read_partial(out_dir, name):
     """{id: prediction} from every rank's partial file of an interrupted run (a cut-off last line is ignored)."""
-    done = {}
-    for f in R.partial_files(out_dir, name):
-        with open(f) as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                    done[rec['id']] = rec['prediction']
-                except (ValueError, KeyError):
-                    break  # the line being written when the run stopped
-    return done
+    return R.read_partial(out_dir, name)
 
 
 def predict(model, questions, build, batch_size=8, max_new_tokens=None, num_workers=0, desc='', progress=True,
@@ -132,30 +108,24 @@ def predict(model, questions, build, batch_size=8, max_new_tokens=None, num_work
     stats: a dict that receives 'resumed' (answers of this rank taken from the partial files)."""
     rank, world = rank_and_world()
     done = _read_partial(*partial) if partial else {}
-    batches = make_batches(questions, model.tokenizer, batch_size)[rank::world]
+    batches = shard(make_batches(questions, model.tokenizer, batch_size), rank, world)
     preds = {q['id']: done[q['id']] for b in batches if all(q['id'] in done for q in b) for q in b}
     batches = [b for b in batches if not all(q['id'] in done for q in b)]
     if stats is not None:
         stats['resumed'] = len(preds)
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
-    loader = DataLoader(_Batches(batches, build, pad), batch_size=None, shuffle=False, num_workers=num_workers)
-    device = next(model.llm.parameters()).device
-    sink = None
-    if partial:
-        os.makedirs(partial[0], exist_ok=True)
-        sink = open(osp.join(partial[0], f'{partial[1]}_predictions.partial.rank{rank}.jsonl'), 'a')
+    loader = DataLoader(_Batches(batches, build, model.tokenizer), batch_size=None, shuffle=False,
+                        num_workers=num_workers)
+    sink = R.partial_output(*partial).appender(rank) if partial else None  # cuts a torn last line off first
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
         bar = tqdm(total=len(batches), desc=desc, unit='batch', dynamic_ncols=True)
     try:
         for data in loader:
-            answers = model.generate(_to(data, device), max_new_tokens=max_new_tokens, **(generation_kwargs or {}))
+            answers = generate(model, data, max_new_tokens, **(generation_kwargs or {}))
             preds.update(zip(data['ids'], answers))
-            if sink is not None:
-                sink.writelines(json.dumps({'id': i, 'prediction': a}, ensure_ascii=False) + '\n'
-                                for i, a in zip(data['ids'], answers))
-                sink.flush()
+            if sink is not None:  # the batch's answers as one flushed write
+                sink.write_many({'id': i, 'prediction': a} for i, a in zip(data['ids'], answers))
             if bar is not None:
                 bar.update(1)
     finally:
@@ -168,11 +138,9 @@ def predict(model, questions, build, batch_size=8, max_new_tokens=None, num_work
 
 def gather_predictions(local):
     """Merge every rank's {id: text} on every rank (no-op on one process)."""
-    rank, world = rank_and_world()
-    if world == 1:
+    parts = gather(local)
+    if len(parts) == 1:
         return local
-    parts = [None] * world
-    dist.all_gather_object(parts, local)
     merged = {}
     for p in parts:
         merged.update(p)
@@ -180,7 +148,8 @@ def gather_predictions(local):
 
 
 def headline(benchmark, result):
-    keys = HEADLINE.get(benchmark, ('accuracy',))
+    """The numbers a summary row shows (the benchmark's `headline_keys`; all of it goes to *_scores.json)."""
+    keys = B.get(benchmark).headline_keys
     return OrderedDict((k, result[k]) for k in keys if k in result)
 
 
@@ -198,17 +167,11 @@ def generation_settings(model, batch_size, max_new_tokens=None, generation_kwarg
 
 
 def _barrier():
-    if rank_and_world()[1] > 1:
-        dist.barrier()
+    barrier()
 
 
 def _sum_over_ranks(n):
-    world = rank_and_world()[1]
-    if world == 1:
-        return n
-    parts = [None] * world
-    dist.all_gather_object(parts, n)
-    return sum(parts)
+    return sum(gather(n))
 
 
 def evaluate_benchmark(model, spec, bench, out_dir, batch_size=8, max_new_tokens=None, num_workers=0,

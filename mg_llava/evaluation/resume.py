@@ -1,6 +1,7 @@
 """What produced an evaluation's partial files, so that a rerun resumes only its own work.
 
-Each finished batch of a benchmark is appended to <work_dir>/<name>_predictions.partial.rank<r>.jsonl. Next to
+Each finished batch of a benchmark is appended to <work_dir>/<name>_predictions.partial.rank<r>.jsonl
+(`partial_output`: the resumable sharded writer of mg_llava.inference, torn last lines cut off). Next to
 them rank 0 writes <name>_predictions.partial.meta.json before the first batch: the fingerprint
 
     {'format': 1, 'benchmark': name,
@@ -24,23 +25,42 @@ import os.path as osp
 import torch
 
 from mg_llava.errors import ResumeError  # noqa: F401  (raised here)
+from mg_llava.inference.writer import ShardedJsonl
 
 FORMAT = 1
 PARTIAL = '{name}_predictions.partial.rank'
 META = '{name}_predictions.partial.meta.json'
 ENTRY_FILES = ('data', 'image_folder', 'annotations', 'box_file', 'test_questions')
-# What load_hf reads from an export folder (hf_export's layout); anything else there (an eval work dir put
+# What MGLLaVAModel.from_pretrained reads from an export folder (mg_llava.models.export's layout); anything else there (an eval work dir put
 # inside it, say) must not change the digest.
 EXPORT_FOLDERS = ('llm', 'llm_adapter', 'visual_encoder', 'visual_encoder_adapter', 'tokenizer')
 CHUNK = 1 << 22
 
 
+def _check_prediction(record):
+    if not isinstance(record, dict) or 'id' not in record or 'prediction' not in record:
+        raise ValueError('not an object with "id" and "prediction"')
+
+
+def partial_output(out_dir, name):
+    """This benchmark's per-rank partial prediction files (`mg_llava.inference.writer`): rank r appends each
+    finished batch's {"id", "prediction"} lines to <out_dir>/<name>_predictions.partial.rank<r>.jsonl."""
+    return ShardedJsonl(osp.join(out_dir, PARTIAL.format(name=name)), '.jsonl', check=_check_prediction,
+                        what='prediction')
+
+
 def partial_files(out_dir, name):
-    """This benchmark's per-rank partial prediction files in out_dir (sorted paths)."""
+    """This benchmark's per-rank partial prediction files in out_dir (by rank)."""
     if not (out_dir and osp.isdir(out_dir)):
         return []
-    prefix = PARTIAL.format(name=name)
-    return [osp.join(out_dir, f) for f in sorted(os.listdir(out_dir)) if f.startswith(prefix) and f.endswith('.jsonl')]
+    return partial_output(out_dir, name).files()
+
+
+def read_partial(out_dir, name):
+    """{id: prediction} from every rank's partial file of an interrupted run (a torn last line is ignored)."""
+    if not (out_dir and osp.isdir(out_dir)):
+        return {}
+    return {r['id']: r['prediction'] for r in partial_output(out_dir, name).records()}
 
 
 def meta_path(out_dir, name):
@@ -55,7 +75,7 @@ def _hash_file(h, path):
 
 
 def export_digest(export_dir):
-    """'sha256:<hex>' over the files load_hf reads (mg_llava_config.json, *.safetensors, the llm/ tokenizer/
+    """'sha256:<hex>' over the files from_pretrained reads (mg_llava_config.json, *.safetensors, the llm/ tokenizer/
     ... folders): each file's relative path, size and bytes, in sorted order."""
     files = [f for f in os.listdir(export_dir) if osp.isfile(osp.join(export_dir, f)) and
              (f == 'mg_llava_config.json' or f.endswith('.safetensors'))]
