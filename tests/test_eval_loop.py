@@ -1,5 +1,5 @@
 """The batched evaluation loop (mg_llava.evaluation.loop), tools/test.py's argument checks and
-benchmarks/eval_generate.py. The end-to-end runs of tools/test.py (checkpoint vs export, 2 processes) are in
+timing/eval_generate.py. The end-to-end runs of tools/test.py (checkpoint vs export, 2 processes) are in
 test_train_e2e.py, next to the training run they evaluate."""
 import csv
 import importlib.util
@@ -151,7 +151,7 @@ def test_tools_test_rejects_unknown_entries_and_accepts_an_empty_list(tmp_path, 
 
 def test_eval_generate_tiny_is_faster_batched_with_identical_predictions():
     env = dict(os.environ, HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1', TOKENIZERS_PARALLELISM='false')
-    res = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'eval_generate.py'), '--tiny'], cwd=REPO,
+    res = subprocess.run([sys.executable, str(REPO / 'timing' / 'eval_generate.py'), '--tiny'], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     lines = [ln for ln in res.stdout.splitlines() if ln.strip()]

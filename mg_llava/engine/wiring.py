@@ -15,6 +15,7 @@ the base's value; instead the places that need a fact read it here, when the run
 that nothing reads any more) into a clear error instead of a silently ignored setting.
 """
 import copy
+import os.path as osp
 
 from mg_llava.data.geometry import read_vit_config
 from mg_llava.models.configuration import MGLLaVAConfig, source_path
@@ -34,9 +35,10 @@ STRAY_FACTS = {
 def _lookup(cfg, dotted):
     node = cfg
     for part in dotted.split('.'):
-        if not isinstance(node, dict) or part not in node:
+        try:
+            node = node[part]
+        except (KeyError, TypeError, AttributeError):
             return None
-        node = node[part]
     return node
 
 
@@ -52,8 +54,9 @@ def check_no_stray_facts(cfg):
         if isinstance(value, dict) and isinstance(used, dict):
             value, used = dict(value), {k: used[k] for k in used if k in value}
         if value != used:
+            parent, leaf = where.rsplit('.', 1)
             problems.append(f'`{name} = {cfg[name]!r}` is not read by anything; the run uses {where} = {used!r}. '
-                            f'Set {where} instead (e.g. `{where.split(".")[0]}.update(...)`).')
+                            f'Set it there: `{parent}.update({leaf}=...)`.')
     if problems:
         raise ValueError('config: ' + ' '.join(problems))
 
@@ -64,10 +67,15 @@ def model_config(model_cfg):
     return MGLLaVAConfig(**fields)
 
 
+def _local_vit(config):
+    path = source_path(config.visual_encoder)
+    return path if path is not None and osp.isdir(path) else None
+
+
 def num_image_tokens(config):
     """Image tokens per image the config's ViT gives at its vision spec, from its config.json; None when the
-    ViT is not a local folder (the dataset default then applies)."""
-    path = source_path(config.visual_encoder)
+    ViT is not a local folder (the dataset default then applies; building the model would say what is wrong)."""
+    path = _local_vit(config)
     if path is None:
         return None
     vit = read_vit_config(path)
@@ -93,8 +101,8 @@ def complete_dataset(dataset_cfg, model_cfg):
         spec = dict(config.vision_spec)
         if config.visual_encoder_aux is None:
             spec['image_size_aux'] = None   # LLaVA-1.5: no high-res view, no boxes
-        if 'image_size' not in spec and source_path(config.visual_encoder):
-            spec['image_size'] = read_vit_config(source_path(config.visual_encoder)).image_size
+        if 'image_size' not in spec and _local_vit(config):
+            spec['image_size'] = read_vit_config(_local_vit(config)).image_size
         ds['vision_spec'] = spec
     if 'num_image_tokens' not in ds:
         n = num_image_tokens(config)

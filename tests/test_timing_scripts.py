@@ -1,4 +1,4 @@
-"""benchmarks/train_step.py: the tiny CPU run goes through the same code path as workloads A/B."""
+"""timing/train_step.py: the tiny CPU run goes through the same code path as workloads A/B."""
 import json
 import math
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / 'benchmarks' / 'train_step.py'
+SCRIPT = Path(__file__).resolve().parents[1] / 'timing' / 'train_step.py'
 
 
 def run_bench(*extra, timeout=300):

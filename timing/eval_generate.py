@@ -1,7 +1,7 @@
 """Questions/s of the batched evaluation loop vs batch size 1, same model, same questions; predictions must match.
 
-    python benchmarks/eval_generate.py --tiny                     # CPU, seconds: tiny random model, demo world
-    python benchmarks/eval_generate.py --config CFG --export DIR --benchmark NAME [--batch-size 16] \
+    python timing/eval_generate.py --tiny                     # CPU, seconds: tiny random model, demo world
+    python timing/eval_generate.py --config CFG --export DIR --benchmark NAME [--batch-size 16] \
         [--limit 500] [--dtype bf16]                              # a real model on one benchmark entry of CFG
 
 Prints one JSON line: questions, batch_size, questions/s at batch 1 and batched, speedup, identical, mismatches.

@@ -1,6 +1,6 @@
 """Object pooling: upstream reference (materialised 2880-ch map) vs `exact` vs `fast`, real channel sizes.
 
-    python benchmarks/object_pooling.py [--device cuda]
+    python timing/object_pooling.py [--device cuda]
 """
 import argparse
 

@@ -8,9 +8,9 @@
   300 tokens supervised. Step: H2D of the pinned batch (model.data_preprocessor), bf16 autocast, loss, backward,
   clip_grad_norm_ 1.0, AdamW (fused on CUDA), zero_grad. 3 warm-up + 12 timed steps, median.
 
-  python benchmarks/train_step.py                      # A and B on CUDA, tiny on CPU
-  python benchmarks/train_step.py --workload B --liger --compile --object-pooling fast
-  python benchmarks/train_step.py --tiny               # seconds on CPU, same code path
+  python timing/train_step.py                      # A and B on CUDA, tiny on CPU
+  python timing/train_step.py --workload B --liger --compile --object-pooling fast
+  python timing/train_step.py --tiny               # seconds on CPU, same code path
 Prints one JSON line per workload on stdout; human-readable logs go to stderr.
 """
 import argparse
