@@ -121,6 +121,7 @@ def test_pth_to_hf_round_trip_gives_the_same_loss(run_dir, full_run, export_dir)
     from xtuner.registry import BUILDER
 
     from mg_llava.data import mg_llava_collate_fn
+    from mg_llava.engine.wiring import complete_dataset
     from mg_llava.models import MGLLaVAModel
     work, _ = full_run
     out = export_dir
@@ -136,7 +137,9 @@ def test_pth_to_hf_round_trip_gives_the_same_loss(run_dir, full_run, export_dir)
         cfg = Config.fromfile(CFG)
         cfg.model.pretrained_pth = str(ckpt)
         model = BUILDER.build(cfg.model).eval()
-        dataset = BUILDER.build(cfg.train_dataloader.dataset)
+        with pytest.raises(ValueError, match='complete_dataset'):   # the dataset's model facts live in `model`
+            BUILDER.build(cfg.train_dataloader.dataset)
+        dataset = BUILDER.build(complete_dataset(cfg.train_dataloader.dataset, cfg.model))
         batch = mg_llava_collate_fn([dataset[i] for i in range(4)], return_hf_format=True)
         rebuilt = MGLLaVAModel.from_pretrained(str(out))
     finally:

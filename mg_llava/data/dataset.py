@@ -130,9 +130,13 @@ class MGLLaVADataset(torch.utils.data.Dataset):
         on_bad_sample: 'error' (raise, naming file and id) or 'skip' (count, warn, use the next sample).
     """
 
-    def __init__(self, data_path, image_folder, tokenizer, template, max_length=1472, vision_spec=None,
+    def __init__(self, data_path, image_folder, tokenizer=None, template=None, max_length=1472, vision_spec=None,
                  num_image_tokens=576, box_json_path=None, offline_processed_text_folder=None,
                  on_bad_sample='error', map_num_proc=1):
+        if tokenizer is None or template is None:
+            raise ValueError('MGLLaVADataset needs the model\'s tokenizer and template. A training config gives them '
+                             'in `model` only and the run fills them in; to build the dataset outside a run use '
+                             '`mg_llava.engine.wiring.complete_dataset(cfg.train_dataloader.dataset, cfg.model)`')
         if on_bad_sample not in ('error', 'skip'):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
         self.data_path, self.image_folder, self.max_length = data_path, image_folder, max_length
