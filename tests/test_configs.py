@@ -5,6 +5,7 @@ Also one fact, one place: a backbone config is a few lines, a child that sets th
 / data files once changes every place that uses them, and a stray top-level setting is refused.
 """
 import glob
+import json
 import math
 import os
 import os.path as osp
@@ -46,7 +47,21 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp('tiny_configs')
     world = generate_world(root / 'world', num_train=8, num_heldout=2)
     assets = build_tiny_assets(root / 'assets', world_dir=root / 'world')
-    return dict(assets=assets, world=world)
+    # LLaVA-MoD stages: a tiny teacher export per mode, and preference pairs from the world's answers
+    from mg_llava.models import MGLLaVAModel
+    teachers = {}
+    for mg in (True, False):
+        t = MGLLaVAModel(llm=assets['llm'], tokenizer=assets['tokenizer'], visual_encoder=assets['clip_vit'],
+                         visual_encoder_aux=assets['convnext'] if mg else None, use_activation_checkpointing=False,
+                         vision_spec=dict(image_size=TINY_IMAGE_SIZE, image_size_aux=TINY_IMAGE_SIZE_AUX))
+        teachers[mg] = str(root / f'teacher_{"mg" if mg else "llava15"}')
+        t.save_pretrained(teachers[mg], fp32=True)
+    pairs = [dict(id=r['id'], image=r['image'], chosen=r['conversations'][:2],
+                  rejected=[r['conversations'][0], {'from': 'gpt', 'value': 'purple'}])
+             for r in json.load(open(world['sft'])) if r.get('image')]
+    (root / 'pref.json').write_text(json.dumps(pairs))
+    world = dict(world, preference=str(root / 'pref.json'))
+    return dict(assets=assets, world=world, teachers=teachers)
 
 
 def _load(path):
@@ -61,8 +76,12 @@ def _type_name(t):
 def _tinify(cfg, tiny, stage):
     """Point the model and the dataset at the tiny stand-ins (each fact is written once, so once here too)."""
     a, w = tiny['assets'], tiny['world']
-    m = cfg.model
+    distill = 'student' in cfg.model
+    m = cfg.model.student if distill else cfg.model
     mg = m.get('visual_encoder_aux') is not None
+    if distill:   # LLaVA-MoD stages: the tiny teacher of the same mode, no previous stage
+        cfg.model.update(teacher=tiny['teachers'][mg], pretrained_pth=None, teacher_dtype='float32')
+        stage = 'preference' if 'Preference' in _type_name(cfg.model.type) else 'sft'
     m.update(llm=a['llm'], tokenizer=a['tokenizer'], visual_encoder=a['clip_vit'], llm_dtype=None,
              llm_kwargs=None,   # bitsandbytes 4-bit needs CUDA
              visual_encoder_aux=a['convnext'] if mg else None, pretrained_pth=None,
@@ -184,13 +203,15 @@ def test_phi3_template_is_the_forks():
 @pytest.mark.parametrize('path', CONFIGS)
 def test_config_builds_and_runs(path, tiny, monkeypatch):
     cfg = _load(path)
-    stage = 'pretrain' if 'pretrain' in osp.basename(path) else 'sft'
+    stage = 'pretrain' if any(s in osp.basename(path) for s in ('pretrain', 'adaptor')) else 'sft'
     _tinify(cfg, tiny, stage)
-    mg = cfg.model.get('visual_encoder_aux') is not None
+    distill = 'student' in cfg.model
+    mg = (cfg.model.student if distill else cfg.model).get('visual_encoder_aux') is not None
     from mg_llava.engine.wiring import complete_train_dataloader
     dataloader = complete_train_dataloader(cfg, cfg.train_dataloader)
 
-    model = BUILDER.build(cfg.model)
+    wrapper = BUILDER.build(cfg.model)
+    model = wrapper.student if distill else wrapper   # a distillation stage trains its student
     dataset = BUILDER.build(dataloader['dataset'])
     assert len(dataset) > 0 and dataset.template == model.template
     sampler = BUILDER.build(dict(dataloader['sampler'], dataset=dataset))
@@ -201,11 +222,15 @@ def test_config_builds_and_runs(path, tiny, monkeypatch):
     collate = dataloader['collate_fn']
     batch = collate['type'](**{k: v for k, v in collate.items() if k != 'type'}, instances=[sample])
 
-    model.train()
-    loss = model(**batch, mode='loss')['loss']
-    assert math.isfinite(loss.item()), loss
+    wrapper.train()
+    losses = wrapper(**batch, mode='loss')
+    loss = sum(v for k, v in losses.items() if 'loss' in k)   # what mmengine's parse_losses optimises
+    assert math.isfinite(loss.item()), losses
     loss.backward()
     assert model.projector.model[0].weight.grad is not None
+    if distill:
+        assert not any(p.requires_grad for p in wrapper.teacher.parameters())
+        assert ('router_loss' in losses) == (model.config.moe is not None and wrapper.moe_loss_enable)
 
     if not mg:  # LLaVA-1.5: no ConvNeXt, no fusion, no object tokens
         assert model.fuse_module is None and model.bbox_projector is None

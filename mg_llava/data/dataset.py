@@ -24,9 +24,8 @@ from mg_llava.templates import resolve_template
 
 from .preprocess import VisionSpec, load_image, preprocess_boxes, preprocess_image
 
-# The user's switch, named by every bad-sample error (the config's `train_dataset` is copied into
-# `train_dataloader.dataset` when the config is read, so a command-line override must name the latter).
-SKIP_HINT = ("to skip bad samples instead, set on_bad_sample='skip' in the config's train_dataset "
+# The user's switch, named by every bad-sample error.
+SKIP_HINT = ("to skip bad samples instead, set on_bad_sample='skip' in the config's train_dataloader.dataset "
              "(or pass --cfg-options train_dataloader.dataset.on_bad_sample=skip)")
 
 

@@ -29,6 +29,13 @@ STRAY_FACTS = {
     'max_length': 'train_dataloader.dataset.max_length', 'batch_size': 'train_dataloader.batch_size',
     'lr': 'optim_wrapper.optimizer.lr', 'max_epochs': 'train_cfg.max_epochs',
     'accumulative_counts': 'optim_wrapper.accumulative_counts',
+    # LLaVA-MoD's knobs (configs/llava_mod), checked where the stage has the part they set
+    'LOSS_TYPE': 'model.loss_type', 'DISTILL_ALL_TOKENS': 'model.distill_all_tokens',
+    'MOE_LOSS_ENABLE': 'model.moe_loss_enable', 'MOE_MODE': 'model.student.moe.layers',
+    'NUM_EXPERTS': 'model.student.moe.num_experts', 'TOP_K_EXPERTS': 'model.student.moe.top_k',
+    'USE_RESIDUAL': 'model.student.moe.use_residual', 'CAPACITY_FACTOR': 'model.student.moe.capacity_factor',
+    'EVAL_CAPACITY_FACTOR': 'model.student.moe.eval_capacity_factor',
+    'ROUTER_AUX_LOSS_COEF': 'model.student.moe.router_aux_loss_coef',
 }
 
 
@@ -48,13 +55,16 @@ def check_no_stray_facts(cfg):
     for name, where in STRAY_FACTS.items():
         if name not in cfg:
             continue
+        parent, leaf = where.rsplit('.', 1)
+        node = _lookup(cfg, parent)
+        if node is None or leaf not in node:
+            continue   # this run has no such part (e.g. a dense student and the MoE knobs)
         value, used = cfg[name], _lookup(cfg, where)
         if where in ('model.llm', 'model.visual_encoder', 'model.visual_encoder_aux'):
             value, used = source_path(value), source_path(used)
         if isinstance(value, dict) and isinstance(used, dict):
             value, used = dict(value), {k: used[k] for k in used if k in value}
         if value != used:
-            parent, leaf = where.rsplit('.', 1)
             problems.append(f'`{name} = {cfg[name]!r}` is not read by anything; the run uses {where} = {used!r}. '
                             f'Set it there: `{parent}.update({leaf}=...)`.')
     if problems:
@@ -62,7 +72,10 @@ def check_no_stray_facts(cfg):
 
 
 def model_config(model_cfg):
-    """The `model=dict(type=MGLLaVAModel, ...)` of a training config -> MGLLaVAConfig (nothing is built)."""
+    """The `model=dict(type=MGLLaVAModel, ...)` of a training config -> MGLLaVAConfig (nothing is built). For a
+    distillation model (`student=dict(...)` next to a teacher) the data is prepared for the student."""
+    if 'student' in model_cfg:
+        model_cfg = model_cfg['student']
     fields, _ = MGLLaVAConfig.split_kwargs(dict(model_cfg))
     return MGLLaVAConfig(**fields)
 

@@ -90,6 +90,8 @@ def generate(model, data, max_new_tokens=None, visual_tokens=None, streamer=None
     (batch of one). overrides: further `llm.generate` arguments (sampling, stopping_criteria, ...)."""
     gen = generation_kwargs(model, max_new_tokens, **overrides)
     data = to_device(data, next(model.llm.parameters()).device)
+    if hasattr(model, 'set_routing'):   # an up-cycled MoE student routes the prompt's real tokens only
+        model.set_routing(data['attention_mask'])
     out = model.llm.generate(inputs_embeds=model.embed_inputs(data, visual_tokens=visual_tokens),
                              attention_mask=data['attention_mask'], streamer=as_streamer(streamer, model.tokenizer),
                              **gen)

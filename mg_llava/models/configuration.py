@@ -44,6 +44,8 @@ class MGLLaVAConfig:
     max_new_tokens: int = 100               # generation default
     adapter_dtype: str = 'float32'          # trained adapters keep fp32 weights (AMP casts)
     supervised_only_logits: bool = True     # LM head only where a loss reads it (plain-head LLMs)
+    moe: Optional[dict] = None              # mg_llava.models.moe.MoEConfig fields: up-cycle the LLM's FFNs into
+                                            # routed experts (LLaVA-MoD's sparse student); None = dense
 
     def __post_init__(self):
         if self.object_pooling not in ('exact', 'fast'):

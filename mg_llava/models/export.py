@@ -94,7 +94,7 @@ def _write_folder(model, save_dir, fp32, save_pretrained_kwargs):
     if policy.llm_lora_on:
         model.llm.save_pretrained(osp.join(save_dir, 'llm_adapter'), safe_serialization=True)
         saved['llm_adapter'] = 'llm_adapter'
-    if (not policy.freeze_llm and not policy.llm_lora_on) or source_path(config.llm) is None:
+    if policy.llm_weights_trained or source_path(config.llm) is None:
         llm = model.llm.get_base_model() if policy.llm_lora_on else model.llm
         (llm if fp32 else llm.half()).save_pretrained(osp.join(save_dir, 'llm'), **kw)
         saved['llm'] = 'llm'
@@ -142,10 +142,33 @@ def read_folder(save_dir, torch_dtype=torch.float32):
     return MGLLaVAConfig(**cfg), saved
 
 
+def read_hf_weights(folder):
+    """All tensors of a `save_pretrained` folder (one or several safetensors shards)."""
+    names = sorted(f for f in os.listdir(folder) if f.endswith('.safetensors'))
+    if not names:
+        raise FileNotFoundError(f'{folder}: no .safetensors weights')
+    state = {}
+    for name in names:
+        state.update(load_file(osp.join(folder, name)))
+    return state
+
+
+def _load_weights_strict(module, state, where):
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    tied = {'lm_head.weight'} if getattr(module.config, 'tie_word_embeddings', False) else set()
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise KeyError(f'{where}: weights do not match the up-cycled LLM: missing {missing[:5]}, '
+                       f'unexpected {unexpected[:5]}')
+
+
 def load_saved_parts(model, save_dir, saved):
     """Fill a model built from `read_folder`'s config with the folder's trained tensors (strict)."""
     from peft import PeftModel
     here = lambda rel: osp.join(save_dir, rel)  # noqa: E731
+    if model.config.moe is not None and saved.get('llm'):
+        # an up-cycled LLM was saved with its experts; the dense skeleton HF rebuilt is up-cycled, then filled
+        _load_weights_strict(model.llm, read_hf_weights(here(saved['llm'])), here(saved['llm']))
     with no_bnb_dispatch():   # the saved model is not quantised
         if saved.get('llm_adapter'):
             model.llm = PeftModel.from_pretrained(model.llm, here(saved['llm_adapter'])).merge_and_unload()

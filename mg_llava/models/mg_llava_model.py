@@ -58,6 +58,9 @@ class MGLLaVAModel(BaseModel):
             self.llm = build_llm(config)
             self.visual_encoder = build_visual_encoder(config)
             self.visual_encoder_aux = build_visual_encoder_aux(config) if config.visual_encoder_aux is not None else None
+        if config.moe is not None:   # outside LoadWoInit: the new routers need their default init
+            from .moe import MoEConfig, upcycle
+            self.moe_layers = upcycle(self.llm, MoEConfig(**config.moe))
         self.tokenizer = build_tokenizer(config)
         self.template = config.prompt_template
         self.llm.config.use_cache = False
@@ -123,6 +126,10 @@ class MGLLaVAModel(BaseModel):
                 path = f.read().strip()
         ckpt = guess_load_checkpoint(path)
         ckpt = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in ckpt.items()}
+        if not hasattr(self, 'student') and ckpt and all(k.startswith('student.') for k in ckpt):
+            ckpt = {k[len('student.'):]: v for k, v in ckpt.items()}   # a distillation stage's checkpoint
+        if self.config.moe is not None:
+            ckpt = self._upcycle_checkpoint(ckpt)
         own = dict(self.named_parameters(), **dict(self.named_buffers()))
         required = [k for k in own if k.split('.', 1)[0] in ADAPTER_MODULES]
         missing = [k for k in required if k not in ckpt]
@@ -134,6 +141,24 @@ class MGLLaVAModel(BaseModel):
                       'current', level=logging.WARNING)
         nn.Module.load_state_dict(self, {k: v for k, v in ckpt.items() if k in own}, strict=False)
         print_log(f'Loaded {len(ckpt) - len(unexpected)} tensors from {path}', 'current')
+
+    def _upcycle_checkpoint(self, ckpt):
+        """A DENSE checkpoint (e.g. LLaVA-MoD's D2D student) loaded into an up-cycled model: each up-cycled FFN's
+        dense weights are copied into every expert (and the residual MLP), as up-cycling the dense model would.
+        An MoE checkpoint (its experts present) is returned as is."""
+        from .moe import SparseMoEBlock
+        ckpt = dict(ckpt)
+        for name, block in self.named_modules():
+            if not isinstance(block, SparseMoEBlock) or any(k.startswith(f'{name}.experts.') for k in ckpt):
+                continue
+            targets = [f'{name}.experts.{j}.' for j in range(block.num_experts)]
+            if block.residual_mlp is not None:
+                targets.append(f'{name}.residual_mlp.')
+            for key in [k for k in ckpt if k.startswith(name + '.')]:
+                value, rest = ckpt.pop(key), key[len(name) + 1:]
+                for t in targets:
+                    ckpt[t + rest] = value
+        return ckpt
 
     def save_pretrained(self, save_dir, fp32=False, save_pretrained_kwargs=None):
         """Folder = mg_llava_config.json + safetensors of every trained part (export.py)."""
@@ -157,18 +182,24 @@ class MGLLaVAModel(BaseModel):
         frozen = any(tower is t for t in self.policy.frozen_towers(self))
         return torch.no_grad() if frozen else contextlib.nullcontext()
 
-    def encode_visual(self, data):
+    def encode_visual(self, data, tower_cache=None):
         """All visual tokens of the batch in one tensor: (N_img*T + K, H_llm).
 
         data: pixel_values (N_img,3,s,s), pixel_values_aux (N_img,3,S,S), boxes (K,4) in S-pixel xyxy,
         box_batch_index (K,), num_image_tokens (int T the collate laid out).
+        tower_cache: a dict shared with another model running the same frozen towers on the same pixels (a
+        distillation teacher): the tower outputs ('low', 'stages') are computed once and reused.
         """
+        cache = {} if tower_cache is None else tower_cache
         vit_cfg, side = self.visual_encoder.config, data['pixel_values'].shape[-1]
         if side != vit_cfg.image_size:   # before HF's "Input image size (336*336) doesn't match model (56*56)"
             raise ValueError('; '.join(geometry_errors(side, None, data.get('num_image_tokens'), vit_cfg.image_size,
                                                        vit_cfg.patch_size, tower=tower_name(vit_cfg), has_aux=False)))
-        with self._tower_ctx(self.visual_encoder):
-            low = low_res_features(self.visual_encoder, data['pixel_values'], self.config.visual_select_layer)
+        if 'low' not in cache:
+            with self._tower_ctx(self.visual_encoder):
+                cache['low'] = low_res_features(self.visual_encoder, data['pixel_values'],
+                                                self.config.visual_select_layer)
+        low = cache['low']
         if data.get('num_image_tokens', low.shape[1]) != low.shape[1]:
             raise ValueError(f'the data lays out {data["num_image_tokens"]} image tokens per image but the '
                              f'vision tower gives {low.shape[1]}: check image_size/num_image_tokens in the config')
@@ -176,8 +207,10 @@ class MGLLaVAModel(BaseModel):
         low = low.to(dtype)
         stages = None
         if self.visual_encoder_aux is not None:
-            with self._tower_ctx(self.visual_encoder_aux):
-                stages = self.visual_encoder_aux(data['pixel_values_aux'])
+            if 'stages' not in cache:
+                with self._tower_ctx(self.visual_encoder_aux):
+                    cache['stages'] = self.visual_encoder_aux(data['pixel_values_aux'])
+            stages = cache['stages']
         fused = self.fuse_module(low, stages[-1]) if self.fuse_module is not None else low
         tokens = [self.projector(fused).flatten(0, 1)]
         if self.bbox_projector is not None:
@@ -199,31 +232,55 @@ class MGLLaVAModel(BaseModel):
         params = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith('llm.')]
         return sum(p.view(-1)[0] for p in params) * 0.0 if params else 0.0
 
-    def embed_inputs(self, data, visual_tokens=None):
+    def embed_inputs(self, data, visual_tokens=None, tower_cache=None):
         """input_ids (B,L) with IMAGE_TOKEN_INDEX in visual slots -> inputs_embeds (B,L,H).
         visual_tokens: (V,H) already gathered for the slots (chat caches them across turns); default: encoded
-        from the batch's pixels."""
+        from the batch's pixels (tower_cache: see encode_visual)."""
         input_ids = data['input_ids']
         visual_mask = input_ids == IMAGE_TOKEN_INDEX
         embeds = self.llm.get_input_embeddings()(input_ids.masked_fill(visual_mask, 0))
         if visual_tokens is None:
             if data.get('pixel_values') is None:
                 return embeds + self._zero_touch() if self.training else embeds
-            visual_tokens = self.encode_visual(data)[data['visual_index']]
+            visual_tokens = self.encode_visual(data, tower_cache)[data['visual_index']]
         return embeds.masked_scatter(visual_mask.unsqueeze(-1), visual_tokens.to(embeds.dtype))
 
-    def forward_hidden(self, data):
+    def forward_hidden(self, data, tower_cache=None):
         """Visual encoding + sequence assembly + the LLM's decoder (no LM head).
 
         -> hidden (B, L, H_llm) final hidden states, and a dict of the LLM's auxiliary losses (an MoE LLM's
         router load-balancing term, as HF adds it, when its config has output_router_logits)."""
         extra = {'output_router_logits': True} if losses.wants_router_logits(self.llm) else {}
-        out = self.llm.get_decoder()(inputs_embeds=self.embed_inputs(data), attention_mask=data['attention_mask'],
-                                     position_ids=data.get('position_ids'), use_cache=False, **extra)
+        embeds = self.embed_inputs(data, tower_cache=tower_cache)
+        with self._routing(data):
+            out = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=data['attention_mask'],
+                                         position_ids=data.get('position_ids'), use_cache=False, **extra)
         aux = {}
         if extra:
             aux['router_loss'] = losses.router_aux_loss(self.llm, out.router_logits, data['attention_mask'])
+        aux.update(self._upcycled_router_loss())
         return out[0], aux
+
+    def _routing(self, data):
+        self.set_routing(data['attention_mask'])
+        return contextlib.nullcontext()
+
+    def set_routing(self, attention_mask):
+        """Up-cycled MoE layers route real tokens only: padding is excluded from routing, capacity and the aux
+        loss (the reference routed padding too). attention_mask (B, L); it stays set until the next call, so
+        activation checkpointing's recompute in backward (and KV-cache decoding steps) route as the forward
+        did. A no-op for a dense LLM."""
+        if self.config.moe is not None:
+            from .moe import set_routing_mask
+            set_routing_mask(self.llm, attention_mask)
+
+    def _upcycled_router_loss(self):
+        """{'router_loss': coef * sum of the up-cycled layers' l_aux} (once per forward), or {}."""
+        if self.config.moe is None:
+            return {}
+        from .moe import router_aux_loss
+        loss = router_aux_loss(self.llm)
+        return {} if loss is None else {'router_loss': loss}
 
     def lm_logits_at(self, hidden, index):
         """fp32 logits (N, V) of the positions `index` (flat into hidden[:, :-1]); see losses.logits_at."""
@@ -247,10 +304,12 @@ class MGLLaVAModel(BaseModel):
         """
         idx = data.get('supervised_index')
         if not (self.config.supervised_only_logits and idx is not None and losses.has_plain_head(self.llm)):
-            # HF's own forward: includes the router loss itself when the config asks for it
-            return {'loss': self.llm(inputs_embeds=self.embed_inputs(data), attention_mask=data['attention_mask'],
-                                     position_ids=data.get('position_ids'), labels=data['labels'],
-                                     use_cache=False).loss}
+            # HF's own forward: includes a native MoE's router loss itself when the config asks for it
+            embeds = self.embed_inputs(data)
+            with self._routing(data):
+                loss = self.llm(inputs_embeds=embeds, attention_mask=data['attention_mask'],
+                                position_ids=data.get('position_ids'), labels=data['labels'], use_cache=False).loss
+            return {'loss': loss, **self._upcycled_router_loss()}
         hidden, aux = self.forward_hidden(data)
         ce = losses.next_token_ce(self.lm_logits_at(hidden, idx), losses.targets_at(data['labels'], idx))
         return {'loss': ce, **aux}

@@ -53,10 +53,26 @@ class TrainingPolicy:
     llm_lora: Any = None                 # peft LoraConfig (or its xtuner dict) -> LoRA on the LLM
     visual_encoder_lora: Any = None      # ... on the ViT
     use_activation_checkpointing: bool = True   # the LLM only: frozen towers keep no activations anyway
+    # An explicit trainable subset of the LLM: parameters whose name contains one of these substrings train, the
+    # rest is frozen (e.g. ('mlp.',): FFNs, experts and routers — LLaVA-MoD's D2S/PD stages). Overrides freeze_llm.
+    llm_train_modules: Any = None
+
+    def __post_init__(self):
+        if self.llm_train_modules is not None:
+            if isinstance(self.llm_train_modules, str):
+                self.llm_train_modules = (self.llm_train_modules,)
+            self.llm_train_modules = tuple(self.llm_train_modules)
+            if self.llm_lora is not None:
+                raise ValueError('llm_train_modules and llm_lora both choose what of the LLM trains: give one')
 
     @property
     def llm_lora_on(self):
         return self.llm_lora is not None
+
+    @property
+    def llm_weights_trained(self):
+        """Some of the LLM's own weights (not LoRA adapters) train: an export must carry the LLM."""
+        return not self.llm_lora_on and (not self.freeze_llm or self.llm_train_modules is not None)
 
     @property
     def visual_encoder_lora_on(self):
@@ -69,6 +85,9 @@ class TrainingPolicy:
         self._freeze_unused_vit_layers(model)
         if self.freeze_llm:
             model.llm.requires_grad_(False)
+        if self.llm_train_modules is not None:
+            for name, p in model.llm.named_parameters():
+                p.requires_grad_(self._llm_subset(name))
         if self.freeze_visual_encoder:
             model.visual_encoder.requires_grad_(False)
         if model.visual_encoder_aux is not None and self.freeze_visual_encoder_aux:
@@ -113,6 +132,8 @@ class TrainingPolicy:
         if top in ADAPTER_MODULES:
             return True
         if top == 'llm':
+            if self.llm_train_modules is not None:
+                return self._llm_subset(key)
             return 'lora_' in key if self.llm_lora_on else not self.freeze_llm
         if top == 'visual_encoder':
             return 'lora_' in key if self.visual_encoder_lora_on else not self.freeze_visual_encoder
@@ -121,10 +142,22 @@ class TrainingPolicy:
         return False
 
 
+    def is_saved(self, key):
+        """Is this key in checkpoints? The trained parts, and the WHOLE LLM when only a subset of it trains
+        (`llm_train_modules`): its frozen rest may come from a previous stage's checkpoint (LLaVA-MoD's D2S keeps
+        the attention of D2D), which nothing else would restore."""
+        if self.llm_train_modules is not None and key.split('.', 1)[0] == 'llm':
+            return True
+        return self.is_trained(key)
+
+    def _llm_subset(self, name):
+        return any(m in name for m in self.llm_train_modules)
+
+
 def _keep_trained_parts(model, state_dict, prefix, local_metadata):
     """State-dict hook: drop this model's frozen keys (under `prefix`) from the (possibly shared) dict."""
     for key in [k for k in state_dict if k.startswith(prefix)]:
-        if not model.policy.is_trained(key[len(prefix):]):
+        if not model.policy.is_saved(key[len(prefix):]):
             del state_dict[key]
 
 
@@ -136,4 +169,4 @@ def _frozen_keys_are_not_missing(model, incompatible_keys):
     """Load post-hook: frozen keys are never saved, so their absence is expected even with strict=True."""
     prefix = getattr(model, '_load_prefix', '')
     missing = incompatible_keys.missing_keys
-    missing[:] = [k for k in missing if not (k.startswith(prefix) and not model.policy.is_trained(k[len(prefix):]))]
+    missing[:] = [k for k in missing if not (k.startswith(prefix) and not model.policy.is_saved(k[len(prefix):]))]

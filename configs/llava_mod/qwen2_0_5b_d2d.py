@@ -1,0 +1,11 @@
+# LLaVA-MoD stage 2a (dense -> dense mimic distillation): Qwen2-0.5B student <- Qwen2-7B LLaVA-1.5 teacher.
+from mmengine.config import read_base
+
+with read_base():
+    from .._base_.llava_mod_mimic import *  # noqa: F401,F403
+
+work_dir = 'work_dirs/llava_mod_qwen2_0_5b_d2d'
+model.student.update(llm='model_zoo/Qwen/Qwen2-0.5B-Instruct', template='qwen_chat', visual_encoder_aux=None,
+                     use_fusion=False, use_object_tokens=False)
+model.update(pretrained_pth='work_dirs/llava_mod_qwen2_0_5b_adaptor')
+train_dataloader.dataset.update(box_json_path=None)
