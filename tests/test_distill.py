@@ -154,3 +154,34 @@ def test_convert_rlaif_v_parquet(tmp_path):
     assert recs[0]['image'] == 'a1.png' and (tmp_path / 'img' / 'a1.png').is_file()
     assert recs[0]['chosen'][0] == {'from': 'human', 'value': '<image>\nWhat colour?'}
     assert recs[0]['rejected'][1] == {'from': 'gpt', 'value': 'Blue.'}
+
+
+def test_moe_student_export_reloads_and_reads_as_transformers_qwen2_moe(tiny_assets, tmp_path):
+    """An up-cycled Qwen2 student: save_pretrained -> from_pretrained gives the same logits, and the export's
+    llm_qwen2_moe/ loads as a plain Qwen2MoeForCausalLM with the same logits (eval: nothing dropped)."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM, Qwen2MoeForCausalLM
+    tok = AutoTokenizer.from_pretrained(tiny_assets['tokenizer'])
+    torch.manual_seed(0)
+    qwen = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                                        max_position_embeddings=256, tie_word_embeddings=True))
+    qwen.save_pretrained(tmp_path / 'qwen2')
+    model = MGLLaVAModel(llm=str(tmp_path / 'qwen2'), tokenizer=tiny_assets['tokenizer'],
+                         visual_encoder=tiny_assets['clip_vit'], use_activation_checkpointing=False,
+                         freeze_llm=True, llm_train_modules=('mlp.',), moe=dict(num_experts=4, top_k=2))
+    assert model.moe_layers == [0, 2]
+    trained = {n for n, p in model.llm.named_parameters() if p.requires_grad}
+    assert trained and all('mlp.' in n for n in trained)   # FFNs, experts, routers: the D2S/PD set
+    with torch.no_grad():   # make experts and routers differ from the dense copies
+        for n, p in model.llm.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(str(tmp_path / 'out'), fp32=True)
+    ids = torch.tensor([tok.encode('what colour is the shape', add_special_tokens=False)])
+    model.eval()
+    with torch.no_grad():
+        want = model.llm(input_ids=ids).logits
+        back = MGLLaVAModel.from_pretrained(str(tmp_path / 'out'))
+        torch.testing.assert_close(back.llm(input_ids=ids).logits, want)
+        hf = Qwen2MoeForCausalLM.from_pretrained(str(tmp_path / 'out' / 'llm_qwen2_moe')).eval()
+        torch.testing.assert_close(hf(input_ids=ids).logits, want, rtol=1e-4, atol=1e-5)

@@ -132,19 +132,17 @@ def test_a_kd_stage_on_two_processes(stage_configs, tmp_path):
 
 
 def test_a_killed_distillation_run_resumes_to_the_same_end(stage_configs, tmp_path, sigkill_after_checkpoint):
+    """The pipeline's own D2S run (same config, seed and D2D checkpoint) is the uninterrupted reference."""
     root, paths = stage_configs
-    d2d = root / 'work' / 'd2d' / 'last_checkpoint'
-    if not d2d.is_file():
+    d2d, full = root / 'work' / 'd2d' / 'last_checkpoint', root / 'work' / 'd2s'
+    if not (full / 'last_checkpoint').is_file():
         pytest.skip('needs the pipeline test of this module to have run first')
-    base = [sys.executable, '-m', 'xtuner.tools.train', str(paths['d2s']), '--seed', '0']
+    base = [sys.executable, '-m', 'xtuner.tools.train', str(paths['d2s']), '--seed', '0', '--work-dir',
+            str(tmp_path / 'killed')]
     opts = ['--cfg-options', f'model.pretrained_pth={d2d.read_text().strip()}']
-    full, killed = tmp_path / 'full', tmp_path / 'killed'
-    subprocess.run(base + ['--work-dir', str(full)] + opts, cwd=root, env=env(), check=True, capture_output=True,
-                   timeout=900)
-    proc = subprocess.Popen(base + ['--work-dir', str(killed)] + opts, cwd=root, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    sigkill_after_checkpoint(proc, killed, 'iter_2.pth')
-    subprocess.run(base + ['--work-dir', str(killed)] + opts + ['resume=True'], cwd=root, env=env(), check=True,
-                   capture_output=True, timeout=900)
+    proc = subprocess.Popen(base + opts, cwd=root, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    sigkill_after_checkpoint(proc, tmp_path / 'killed', 'iter_2.pth')
+    subprocess.run(base + opts + ['resume=True'], cwd=root, env=env(), check=True, capture_output=True, timeout=900)
     strip = lambda line: re.sub(r'^.*?Iter\(train\)', '', re.sub(r'(eta|time|data_time): \S+', '', line))  # noqa
-    assert strip(last_loss(killed)) == strip(last_loss(full))
+    assert strip(last_loss(tmp_path / 'killed')) == strip(last_loss(full))

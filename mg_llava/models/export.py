@@ -8,6 +8,7 @@ Layout of a folder (save_format 'xtuner'):
     bbox_projector.safetensors    MG-LLaVA with object tokens
     box_position_embed.safetensors  with object_box_position (optional, not upstream)
     llm/ | llm_adapter/           full LLM (save_pretrained, fp16 unless --fp32) or its LoRA adapter, when trained
+    llm_qwen2_moe/                an up-cycled Qwen2 student's LLM also as transformers' Qwen2MoeForCausalLM (+ tokenizer)
     visual_encoder/ | visual_encoder_adapter/   when the ViT was trained / LoRA-tuned
     visual_encoder_aux.safetensors              when the ConvNeXt was trained
     tokenizer/
@@ -30,6 +31,7 @@ from .policy import ADAPTER_MODULES, no_bnb_dispatch
 CONFIG_NAME = 'mg_llava_config.json'
 FORMAT_VERSION = 2
 SAVE_FORMATS = ('xtuner', 'huggingface')
+QWEN2_MOE_DIR = 'llm_qwen2_moe'   # an up-cycled Qwen2 student's LLM, also as a transformers-native MoE
 
 
 def _sub_state(model, prefix):
@@ -98,6 +100,9 @@ def _write_folder(model, save_dir, fp32, save_pretrained_kwargs):
         llm = model.llm.get_base_model() if policy.llm_lora_on else model.llm
         (llm if fp32 else llm.half()).save_pretrained(osp.join(save_dir, 'llm'), **kw)
         saved['llm'] = 'llm'
+        if _qwen2_moe_exportable(model):
+            _write_qwen2_moe(model, osp.join(save_dir, QWEN2_MOE_DIR), fp32, kw)
+            saved['llm_qwen2_moe'] = QWEN2_MOE_DIR
     if policy.visual_encoder_lora_on:
         model.visual_encoder.save_pretrained(osp.join(save_dir, 'visual_encoder_adapter'), safe_serialization=True)
         saved['visual_encoder_adapter'] = 'visual_encoder_adapter'
@@ -119,6 +124,28 @@ def _write_folder(model, save_dir, fp32, save_pretrained_kwargs):
         cfg['visual_encoder_aux'] = _plain(aux)
     with open(osp.join(save_dir, CONFIG_NAME), 'w') as f:
         json.dump(dict(format='mg_llava', version=FORMAT_VERSION, config=cfg, saved=saved), f, indent=2)
+
+
+def _qwen2_moe_exportable(model):
+    return (model.config.moe is not None and not model.config.moe.get('use_residual', False)
+            and getattr(model.llm.config, 'model_type', None) == 'qwen2')
+
+
+def _write_qwen2_moe(model, out_dir, fp32, kw):
+    """The up-cycled Qwen2 LLM as a transformers-native Qwen2MoeForCausalLM folder (+ its tokenizer), so
+    standard serving tools can load the student's LLM without this project (same function in eval mode: HF
+    has no capacity, and the default eval capacity drops nothing)."""
+    from transformers import Qwen2MoeForCausalLM
+
+    from .moe import to_qwen2_moe_state
+    config, state = to_qwen2_moe_state(model.llm)
+    with torch.device('meta'):
+        hf = Qwen2MoeForCausalLM(config)
+    hf.load_state_dict(state, strict=True, assign=True)
+    hf.tie_weights()
+    (hf if fp32 else hf.half()).save_pretrained(out_dir, **kw)
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(out_dir)
 
 
 def read_folder(save_dir, torch_dtype=torch.float32):
