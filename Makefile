@@ -20,16 +20,17 @@ $(VENV)/.installed: requirements.txt setup.py
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
-# Test-only tools (TensorBoard: its logging switch is tested), kept out of the demo's install.
+# Test-only tools (TensorBoard: its logging switch is tested; xdist: two workers, a test file per worker, since most
+# of the suite's time is single-threaded process start-up and imports), kept out of the demo's install.
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(PY) -m pip install -q --disable-pip-version-check pytest pytest-timeout tensorboard
+	$(PY) -m pip install -q --disable-pip-version-check pytest pytest-timeout pytest-xdist tensorboard
 	touch $@
 
 demo: install
 	bash script/demo.sh
 
 test: $(VENV)/.test-installed
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 clean:
 	rm -rf .demo work_dirs
