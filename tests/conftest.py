@@ -46,3 +46,20 @@ def sigkill_after_checkpoint():
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     return kill
+
+
+@pytest.fixture
+def single_thread():
+    """torch on one thread for the test (one float reduction order), restored after."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='module')
+def random_model(tiny_assets):
+    """build_random_model(tiny_assets) in eval mode, one per test module (tests may patch it: module scope)."""
+    from mg_llava.demo.tiny_assets import build_random_model
+    return build_random_model(tiny_assets).eval()

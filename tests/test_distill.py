@@ -57,6 +57,8 @@ def test_teacher_is_not_trained_saved_or_exported(tiny_assets, tiny_world, teach
     losses = model(sft_batch(model.student, tiny_world), mode='loss')
     assert set(losses) == {'loss_kd', 'loss_lm'} and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
+    with pytest.raises(ValueError, match="mode must be 'loss' or 'tensor', got 'predict'"):
+        model(sft_batch(model.student, tiny_world), mode='predict')
     assert all(p.grad is None for p in model.teacher.parameters())
     model.save_pretrained(str(tmp_path / 'export'), fp32=True)                          # nor in exports
     meta = json.loads((tmp_path / 'export' / 'mg_llava_config.json').read_text())
@@ -126,6 +128,8 @@ def test_preference_dataset_and_policy_equal_reference(tiny_assets, tiny_world, 
                                             teacher_dtype='float32')
         out = model(batch, mode='loss')
         torch.testing.assert_close(out['loss'], want, rtol=1e-4, atol=1e-5)
+        with pytest.raises(ValueError, match="mode must be 'loss', got 'tensor'"):
+            model(batch, mode='tensor')
         assert {'rewards_chosen', 'rewards_rejected', 'margins', 'accuracy'} <= set(out)
 
 

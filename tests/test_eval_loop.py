@@ -11,25 +11,19 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = dict(image_size=112, image_size_aux=256)  # the tests preset's tower sizes
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
+def _one_thread(single_thread):
     """One float reduction order in every test here (greedy ties on a random model must not flip)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope='module')
-def model(tiny_assets):
-    from mg_llava.demo.tiny_assets import build_random_model
-    return build_random_model(tiny_assets).eval()
+def model(random_model):
+    return random_model
 
 
 @pytest.fixture(scope='module')

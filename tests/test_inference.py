@@ -18,17 +18,13 @@ SPEC = dict(image_size=112, image_size_aux=256)  # the tests preset's tower size
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(single_thread):
+    """One float reduction order (greedy ties on a random model must not flip)."""
 
 
 @pytest.fixture(scope='module')
-def model(tiny_assets):
-    from mg_llava.demo.tiny_assets import build_random_model
-    return build_random_model(tiny_assets).eval()
+def model(random_model):
+    return random_model
 
 
 @pytest.fixture(scope='module')

@@ -74,7 +74,9 @@ def last_loss(work):
     return lines[-1]
 
 
-def test_pipeline_runs_every_stage_and_exports_a_deterministic_moe_student(stage_configs):
+@pytest.fixture(scope='module')
+def pipeline_run(stage_configs):
+    """script/llava_mod_pipeline.sh over the four stage configs, once for the module -> (root, paths, work)."""
     root, paths = stage_configs
     work = root / 'work'
     proc = subprocess.run(['bash', str(REPO / 'script' / 'llava_mod_pipeline.sh'),
@@ -83,6 +85,11 @@ def test_pipeline_runs_every_stage_and_exports_a_deterministic_moe_student(stage
                           capture_output=True, text=True, timeout=1200)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0 and 'llava_mod_pipeline: done' in log, log[-4000:]
+    return root, paths, work
+
+
+def test_pipeline_runs_every_stage_and_exports_a_deterministic_moe_student(pipeline_run):
+    root, paths, work = pipeline_run
     for stage in ('d2d', 'd2s', 'pd'):
         text = '\n'.join(p.read_text() for p in (work / stage).glob('*/*.log'))
         assert 'loss' in text and 'Traceback' not in text
@@ -116,11 +123,9 @@ def test_pipeline_runs_every_stage_and_exports_a_deterministic_moe_student(stage
     assert generate(student, batch, max_new_tokens=5) == generate(student, batch, max_new_tokens=5)
 
 
-def test_a_kd_stage_on_two_processes(stage_configs, tmp_path):
-    root, paths = stage_configs
-    adaptor = root / 'work' / 'adaptor' / 'last_checkpoint'
-    if not adaptor.is_file():
-        pytest.skip('needs the pipeline test of this module to have run first')
+def test_a_kd_stage_on_two_processes(pipeline_run, tmp_path):
+    root, paths, work = pipeline_run
+    adaptor = work / 'adaptor' / 'last_checkpoint'
     work = tmp_path / 'd2d_ddp'
     # batch 2 per process: the 13 tiny samples still give 4 iterations (the warm-up alone takes 2)
     proc = subprocess.run(['bash', '-c', f'source {REPO}/script/_train.sh && train "$0" "$1" --cfg-options '
@@ -131,12 +136,10 @@ def test_a_kd_stage_on_two_processes(stage_configs, tmp_path):
     assert proc.returncode == 0 and (work / 'last_checkpoint').is_file(), (proc.stdout + proc.stderr)[-4000:]
 
 
-def test_a_killed_distillation_run_resumes_to_the_same_end(stage_configs, tmp_path, sigkill_after_checkpoint):
+def test_a_killed_distillation_run_resumes_to_the_same_end(pipeline_run, tmp_path, sigkill_after_checkpoint):
     """The pipeline's own D2S run (same config, seed and D2D checkpoint) is the uninterrupted reference."""
-    root, paths = stage_configs
-    d2d, full = root / 'work' / 'd2d' / 'last_checkpoint', root / 'work' / 'd2s'
-    if not (full / 'last_checkpoint').is_file():
-        pytest.skip('needs the pipeline test of this module to have run first')
+    root, paths, work = pipeline_run
+    d2d, full = work / 'd2d' / 'last_checkpoint', work / 'd2s'
     base = [sys.executable, '-m', 'xtuner.tools.train', str(paths['d2s']), '--seed', '0', '--work-dir',
             str(tmp_path / 'killed')]
     opts = ['--cfg-options', f'model.pretrained_pth={d2d.read_text().strip()}']

@@ -84,6 +84,14 @@ def test_moe_without_router_logits_has_only_the_ce_loss():
 
 
 # ---------------------------------------------------------------- config object and folders
+def test_forward_modes_other_than_loss_and_tensor_are_refused():
+    model = tiny_model()
+    batch = batch_of(make_sample(2, 3, n_obj=1, seed=4))
+    assert model(batch, mode='tensor').shape[:2] == batch['input_ids'].shape
+    with pytest.raises(ValueError, match="mode must be 'loss' or 'tensor', got 'predict'.*mg_llava.inference"):
+        model(batch, mode='predict')
+
+
 def test_config_fields_and_policy_are_split_and_validated():
     with pytest.raises(ValueError, match="object_pooling must be 'exact' or 'fast'"):
         MGLLaVAConfig(llm='x', visual_encoder='y', object_pooling='slow')

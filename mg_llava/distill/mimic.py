@@ -91,7 +91,8 @@ class MimicDistillLLaVAModel(TeacherStudentLLaVAModel):
             return self.compute_loss(data)
         if mode == 'tensor':
             return self.student(data, mode='tensor')
-        raise NotImplementedError(f'unknown mode {mode!r} (generation: mg_llava.inference on the student)')
+        raise ValueError(f"mode must be 'loss' or 'tensor', got {mode!r} (to generate: mg_llava.inference on "
+                         'the student)')
 
     def distill_positions(self, data):
         """(N,) flat positions into hidden[:, :-1] whose next-token distributions are distilled."""

@@ -31,7 +31,7 @@ class PreferenceDistillLLaVAModel(TeacherStudentLLaVAModel):
     def forward(self, data, data_samples=None, mode='loss'):
         if mode == 'loss':
             return self.compute_loss(data)
-        raise NotImplementedError(f'unknown mode {mode!r}')
+        raise ValueError(f"mode must be 'loss', got {mode!r}: a preference batch has no single output")
 
     def compute_loss(self, data):
         """data: preference_collate_fn's batch (2B rows, `num_pairs` = B)."""

@@ -292,7 +292,8 @@ class MGLLaVAModel(BaseModel):
         if mode == 'tensor':
             return self.llm(inputs_embeds=self.embed_inputs(data), attention_mask=data['attention_mask'],
                             position_ids=data.get('position_ids'), use_cache=False).logits
-        raise NotImplementedError(f'unknown mode {mode!r} (generation: mg_llava.inference)')
+        # generation is mg_llava.inference's job (one engine for eval, chat and data generation), not a mode
+        raise ValueError(f"mode must be 'loss' or 'tensor', got {mode!r} (to generate: mg_llava.inference)")
 
     def compute_loss(self, data):
         """{'loss': token-mean next-token cross-entropy over the batch (HF semantics), + 'router_loss' for an
