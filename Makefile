@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM=false
 # xtuner re-launches `python`/`torchrun` from PATH: make it the venv's.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test install clean
+.PHONY: demo demo-distill test install clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ $(VENV)/.test-installed: $(VENV)/.installed
 
 demo: install
 	bash script/demo.sh
+
+# LLaVA-MoD on the demo: its model (made by `make demo` when absent) distilled into a smaller MoE student.
+demo-distill: install
+	bash script/demo_distill.sh
 
 test: $(VENV)/.test-installed
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests

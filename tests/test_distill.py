@@ -83,6 +83,21 @@ def test_student_equal_to_teacher_has_zero_kl_and_no_gradient(tiny_assets, tiny_
     assert grads and max(grads) < 1e-5
 
 
+def test_towers_are_shared_only_when_their_weights_are_the_same(tiny_assets, teacher_dir, tmp_path):
+    """A teacher whose ViT was trained (its export holds the trained copy) must run its own ViT even though the
+    student's config names the ViT's original folder, which the teacher's config also names."""
+    from mg_llava.distill.teacher import shares_towers
+    trained = MGLLaVAModel.from_pretrained(teacher_dir)
+    trained.policy.freeze_visual_encoder = False
+    with torch.no_grad():
+        next(trained.visual_encoder.parameters()).add_(0.01)
+    trained.save_pretrained(str(tmp_path / 'trained_vit'), fp32=True)
+    assert not mimic(tiny_assets, str(tmp_path / 'trained_vit')).share_towers
+    student = mimic(tiny_assets, teacher_dir).student
+    bf16 = MGLLaVAModel.from_pretrained(teacher_dir, torch_dtype=torch.bfloat16)
+    assert shares_towers(bf16, student)   # same weights, loaded in the teacher's dtype
+
+
 def test_incompatible_teachers_are_refused(tiny_assets, tiny_world, tmp_path):
     from mg_llava.demo.tiny_assets import build_tiny_assets
     other = build_tiny_assets(tmp_path / 'other', vocab_words=['zebra', 'quokka', 'vole'], llm_hidden=32,

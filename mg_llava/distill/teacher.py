@@ -74,13 +74,23 @@ def check_compatible(teacher, student, where='distillation'):
     return min(head_t, head_s)
 
 
+def same_weights(teacher_module, student_module):
+    """Same tensor names and values, the student's cast to the teacher's dtype (a bf16 teacher loaded from the
+    student's fp32 weights still counts as the same tower). Unmaterialised (meta) weights are never the same."""
+    t, s = teacher_module.state_dict(), student_module.state_dict()
+    if any(v.is_meta for v in (*t.values(), *s.values())):
+        return False   # `xtuner convert pth_to_hf` builds on the meta device; nothing runs there
+    return t.keys() == s.keys() and all(
+        t[k].shape == s[k].shape and torch.equal(s[k].to(t[k].device, t[k].dtype), t[k]) for k in t)
+
+
 def shares_towers(teacher, student):
-    """Both models run the same frozen towers on the same pixels: the features can be computed once."""
-    same = (teacher.config.to_dict()['visual_encoder'] == student.config.to_dict()['visual_encoder']
-            and teacher.config.visual_select_layer == student.config.visual_select_layer
-            and any(t is student.visual_encoder for t in student.policy.frozen_towers(student)))
+    """Both models run the same frozen towers on the same pixels: the features can be computed once.
+    Decided by the weights, not the configured paths: a teacher whose ViT was trained (its export holds the
+    trained copy) and a student pointing at the ViT's original folder do NOT share."""
+    pairs = [(teacher.visual_encoder, student.visual_encoder)]
     if teacher.visual_encoder_aux is not None or student.visual_encoder_aux is not None:
-        same = same and teacher.visual_encoder_aux is not None and student.visual_encoder_aux is not None and \
-            teacher.visual_encoder_aux.source == student.visual_encoder_aux.source and \
-            any(t is student.visual_encoder_aux for t in student.policy.frozen_towers(student))
-    return same
+        pairs.append((teacher.visual_encoder_aux, student.visual_encoder_aux))
+    frozen = student.policy.frozen_towers(student)
+    return teacher.config.visual_select_layer == student.config.visual_select_layer and all(
+        t is not None and s is not None and any(f is s for f in frozen) and same_weights(t, s) for t, s in pairs)

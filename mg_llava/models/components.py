@@ -22,6 +22,19 @@ def _is_path(source):
     return source is not None and not isinstance(source, (dict, nn.Module))
 
 
+def _holds_experts(folder):
+    """Whether a save_pretrained folder's safetensors hold routed-expert tensors (an up-cycled LLM)."""
+    import os
+
+    from safetensors import safe_open
+    names = [f for f in os.listdir(folder) if f.endswith('.safetensors')] if os.path.isdir(folder) else []
+    for name in names:
+        with safe_open(os.path.join(folder, name), framework='pt') as f:
+            if any('.mlp.experts.' in k for k in f.keys()):
+                return True
+    return False
+
+
 def build_llm(config):
     if not _is_path(config.llm):
         return build_from_dict(config.llm)
@@ -31,6 +44,13 @@ def build_llm(config):
     if isinstance(dtype, str) and dtype != 'auto':
         dtype = getattr(torch, dtype.replace('torch.', ''))
     extra = {k: build_from_dict(v) for k, v in (config.llm_kwargs or {}).items()}  # e.g. BitsAndBytesConfig
+    if config.moe is not None and _holds_experts(str(config.llm)):
+        # An exported up-cycled LLM: its weights fit only after up-cycling. Build the dense skeleton without
+        # weights (loading them would warn about every expert tensor); load_saved_parts fills it, strictly.
+        from transformers import AutoConfig
+        hf_config = AutoConfig.from_pretrained(str(config.llm), trust_remote_code=config.trust_remote_code)
+        return AutoModelForCausalLM.from_config(hf_config, torch_dtype=dtype,
+                                                trust_remote_code=config.trust_remote_code)
     return AutoModelForCausalLM.from_pretrained(str(config.llm), torch_dtype=dtype,
                                                 trust_remote_code=config.trust_remote_code, **extra)
 
