@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The LLaVA-MoD demo (`make demo-distill`): the demo's MG-LLaVA model (`make demo`'s export, trained first when
-# absent) is distilled into a smaller student (half the LLM layers, random init; the teacher's towers, frozen)
-# through the four LLaVA-MoD stages (script/llava_mod_pipeline.sh: adaptor -> D2D -> D2S with up-cycling ->
-# preference distillation on pairs from the world). The ablation: the same student, from the same adaptor
+# absent) is distilled into a smaller student (the teacher's LLM cut to half its layers; the teacher's towers,
+# frozen) through the four LLaVA-MoD stages (script/llava_mod_pipeline.sh: adaptor -> D2D -> D2S with up-cycling
+# -> preference distillation on pairs from the world), with LLaVA-MoD's small data budget: the teacher learnt
+# from the world's 6300 SFT samples, the student gets the first 200 (15 epochs per KD stage). The ablation: the same student, from the same adaptor
 # checkpoint, trained by plain SFT for the same steps on the same data (twin configs, no teacher). Then a table
 # of held-out accuracy per question type for the teacher, the SFT student and each distilled stage.
 # Everything is written under .demo/distill/.
@@ -18,9 +19,9 @@ mkdir -p "$OUT"
 start=$(date +%s)
 log=$OUT/pipeline.log
 fail() { tail -n 40 "$log"; echo "demo-distill: $1 failed (log: $log)"; exit 1; }
-echo "== the student's LLM and the preference pairs"
+echo "== the student's LLM, its 200 labelled samples and the preference pairs"
 python -m mg_llava.demo.distill student "$DEMO/work/export" "$OUT/student_llm"
-python -m mg_llava.demo.distill pairs "$DEMO/world" "$OUT"
+python -m mg_llava.demo.distill data "$DEMO/world" "$OUT" --num-samples 200
 
 echo "== LLaVA-MoD: adaptor -> D2D -> D2S (up-cycled) -> preference distillation ($log)"
 SKIP_EVAL=1 EXPORT_ARGS=--fp32 bash script/llava_mod_pipeline.sh $C/llava_mod_demo_{adaptor,d2d,d2s,pd}.py \

@@ -10,12 +10,15 @@ from mg_llava.demo import distill as D
 from mg_llava.demo import world as W
 
 
-def test_pairs_are_true_vs_plausible_wrong_answers_of_the_same_type(tiny_world, tmp_path):
-    n = D.write_pairs(tiny_world['root'], tmp_path, seed=0)
+def test_student_data_is_a_prefix_of_the_world_sft_with_pairs_from_it(tiny_world, tmp_path):
+    world_sft = json.loads(open(tiny_world['sft']).read())
+    num = len(world_sft) - 3
+    n, images, pairs_n = D.write_student_data(tiny_world['root'], tmp_path, num_samples=num, seed=0)
+    assert json.loads((tmp_path / 'sft.json').read_text()) == world_sft[:num] and n == num
     pairs = json.loads((tmp_path / 'pairs.json').read_text())
     chosen = json.loads((tmp_path / 'chosen.json').read_text())
-    sft = {r['id']: r for r in json.loads(open(tiny_world['sft']).read())}
-    assert n == len(pairs) == len(chosen) == sum(1 for r in sft.values() if r.get('image'))
+    sft = {r['id']: r for r in world_sft[:num]}
+    assert pairs_n == len(pairs) == len(chosen) == images == sum(1 for r in sft.values() if r.get('image'))
     types = set()
     for p, c in zip(pairs, chosen):
         rec = sft[p['id']]   # the SFT id: the box file's key
@@ -32,6 +35,8 @@ def test_pairs_are_true_vs_plausible_wrong_answers_of_the_same_type(tiny_world, 
     assert len(types) >= 3, types
     assert D.preference_pairs(list(sft.values()), seed=0)[0] == pairs   # seeded
     assert D.preference_pairs(list(sft.values()), seed=1)[0] != pairs
+    with pytest.raises(ValueError, match='sft.json holds'):
+        D.write_student_data(tiny_world['root'], tmp_path, num_samples=len(world_sft) + 1)
 
 
 def test_lettered_and_text_only_turns_are_not_made_into_pairs():

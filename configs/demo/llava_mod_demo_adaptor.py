@@ -1,5 +1,5 @@
-# LLaVA-MoD demo (`make demo-distill`), stage 1, adaptor initialisation: a smaller student (the demo's LLM shape
-# with 2 layers, random init: mg_llava.demo.distill student) gets its projector, Conv-Gate fusion and bbox
+# LLaVA-MoD demo (`make demo-distill`), stage 1, adaptor initialisation: a smaller student (the teacher's LLM
+# depth-pruned to 2 of its 4 layers: mg_llava.demo.distill student) gets its projector, Conv-Gate fusion and bbox
 # projector trained on the captions, its LLM frozen. It reuses the teacher's towers, frozen: the demo teacher's
 # trained CLIP (from its export) and its frozen ConvNeXt, so teacher and student see the same visual tokens and
 # the distillation stages compute the towers once for both. Everything else is the demo's stage-1 recipe.

@@ -2,11 +2,13 @@
 
     python -m mg_llava.demo.distill student TEACHER_EXPORT OUT_DIR [--keep-layers 0 3]
         the student's LLM: the teacher's with half its layers (depth pruning; same tokenizer)
-    python -m mg_llava.demo.distill pairs WORLD_DIR OUT_DIR [--seed 0]
-        OUT_DIR/pairs.json: preference pairs from the world's SFT questions, one per training image
-        (chosen = the true answer, rejected = a plausible wrong one: another answer of the same question type);
-        OUT_DIR/chosen.json: the same questions with their chosen answers as SFT conversations (the SFT
-        ablation's twin of the preference stage: same images, questions and steps, no rejected answer)
+    python -m mg_llava.demo.distill data WORLD_DIR OUT_DIR [--num-samples 200] [--seed 0]
+        the student's small labelled budget (LLaVA-MoD's setting: a teacher trained on much, a student
+        distilled on little): OUT_DIR/sft.json, the first N samples of the world's SFT file (the teacher's
+        SFT data); OUT_DIR/pairs.json, preference pairs from those, one per image (chosen = the true answer,
+        rejected = a plausible wrong one: another answer of the same question type); OUT_DIR/chosen.json, the
+        same questions with their chosen answers as SFT conversations (the SFT ablation's twin of the
+        preference stage: same images, questions and steps, no rejected answer)
     python -m mg_llava.demo.distill report WORLD_DIR NAME=EXPORT_DIR [NAME=EXPORT_DIR ...]
         held-out accuracy per question type, a column per model; the last line is
         `distilled student held-out accuracy: XX.X% (teacher YY.Y%, SFT student ZZ.Z%)`
@@ -75,13 +77,20 @@ def preference_pairs(sft_records, seed=0):
     return pairs, chosen
 
 
-def write_pairs(world_dir, out_dir, seed=0):
+def write_student_data(world_dir, out_dir, num_samples=200, seed=0):
+    """Writes OUT/sft.json (the first `num_samples` of the world's SFT samples), OUT/pairs.json and
+    OUT/chosen.json (preference_pairs of those). Returns (samples, images, pairs)."""
+    records = json.loads((Path(world_dir) / 'sft.json').read_text())
+    if not 0 < num_samples <= len(records):
+        raise ValueError(f'num_samples={num_samples}: {world_dir}/sft.json holds {len(records)} samples')
+    records = records[:num_samples]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pairs, chosen = preference_pairs(json.loads((Path(world_dir) / 'sft.json').read_text()), seed)
+    pairs, chosen = preference_pairs(records, seed)
+    (out / 'sft.json').write_text(json.dumps(records))
     (out / 'pairs.json').write_text(json.dumps(pairs))
     (out / 'chosen.json').write_text(json.dumps(chosen))
-    return len(pairs)
+    return len(records), sum(1 for r in records if r.get('image')), len(pairs)
 
 
 def accuracy_by_type(questions, preds):
@@ -126,9 +135,10 @@ def main(argv=None):
     s.add_argument('teacher_export')
     s.add_argument('out_dir')
     s.add_argument('--keep-layers', type=int, nargs='+', default=list(STUDENT_LAYERS))
-    p = sub.add_parser('pairs')
+    p = sub.add_parser('data')
     p.add_argument('world_dir')
     p.add_argument('out_dir')
+    p.add_argument('--num-samples', type=int, default=200)
     p.add_argument('--seed', type=int, default=0)
     r = sub.add_parser('report')
     r.add_argument('world_dir')
@@ -137,8 +147,9 @@ def main(argv=None):
     if args.cmd == 'student':
         kept, n = build_student_llm(args.teacher_export, args.out_dir, args.keep_layers)
         print(f"student LLM: the teacher's layers {kept}, {n / 1e6:.2f} M parameters -> {args.out_dir}")
-    elif args.cmd == 'pairs':
-        print(f'{write_pairs(args.world_dir, args.out_dir, args.seed)} preference pairs -> {args.out_dir}')
+    elif args.cmd == 'data':
+        n, images, pairs = write_student_data(args.world_dir, args.out_dir, args.num_samples, args.seed)
+        print(f"the student's data: {n} SFT samples ({images} images), {pairs} preference pairs -> {args.out_dir}")
     else:
         models = [tuple(m.split('=', 1)) for m in args.models]
         bad = [m for m in models if len(m) != 2]
