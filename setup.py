@@ -16,7 +16,7 @@ setup(
     description='MG-LLaVA (multi-granularity LLaVA) as a clean extension of XTuner/MMEngine',
     packages=find_packages(include=['mg_llava', 'mg_llava.*']),
     # mg_llava/configs -> ../configs: the shipped configs travel with the package (as xtuner's do)
-    package_data={'mg_llava': ['configs/*/*.py', 'configs/*/*.json']},
+    package_data={'mg_llava': ['configs/*/*.py', 'configs/*/*.json', 'datagen/templates/*.json']},
     python_requires='>=3.10',
     install_requires=read_requirements(),
     extras_require={

@@ -1,6 +1,6 @@
 """The package's import layering and the absence of import cycles, read from the source (nothing is imported).
 
-    tools/, timing/  ->  demo  ->  evaluation  ->  engine, inference, detection, distill  ->  models  ->  data  ->  base
+    tools/, timing/  ->  demo  ->  evaluation, datagen  ->  engine, inference, detection, distill  ->  models  ->  data  ->  base
     base = errors, templates, compat, cfg, configs
 
 A module may import its own layer or lower ones, never a higher one. Function-level imports count: a cycle
@@ -12,7 +12,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / 'mg_llava'
 LAYERS = {'errors': 0, 'templates': 0, 'compat': 0, 'cfg': 0, 'configs': 0, '': 0,
-          'data': 1, 'models': 2, 'engine': 3, 'inference': 3, 'detection': 3, 'distill': 3, 'evaluation': 4,
+          'data': 1, 'models': 2, 'engine': 3, 'inference': 3, 'detection': 3, 'distill': 3, 'evaluation': 4, 'datagen': 4,
           'demo': 5}
 
 

@@ -1,0 +1,79 @@
+"""The judge filter's score (spec A.6): how likely a judge model finds a generated QA true for its image.
+
+    P(Yes) = softmax over the first answer token's logits restricted to {Yes, No}
+           = sigmoid(logsumexp(logits[yes ids]) - logsumexp(logits[no ids]))
+one greedy forward pass per batch, deterministic. The reference (Genixer's Fuyu filter) instead samples up to 10
+tokens and scores exp(sum of the sampled tokens' log-probs) ** (1 / (T - 1)): a confidence in whatever was said
+(Yes or No), not P(Yes), and its exponent leaves out the last token that the product includes (T = 1 divides
+by zero, and the reference silently drops the sample). `geomean_score` reproduces it behind
+`score='reference_geomean'` for comparison. Samples are kept when lo <= score <= hi (default 0.5-0.7, the band
+the Genixer README reports as the most useful: higher scores are mostly easy samples).
+"""
+import math
+
+JUDGE_PROMPT = ("Here is a question and answer pair. Is '{qa}' true for this image?\n"
+                "Please answer this question with Yes or No.")
+YES_WORDS = ('Yes', ' Yes')
+NO_WORDS = ('No', ' No')
+DEFAULT_BAND = (0.5, 0.7)
+
+
+def judge_prompt(question, answer):
+    return JUDGE_PROMPT.format(qa=f'Question: {question.strip()} Answer: {answer.strip()}')
+
+
+def yes_no_ids(tokenizer):
+    """The first token ids of "Yes"/" Yes" and "No"/" No" -> (yes ids, no ids); a clear error when they overlap
+    or a tokenizer cannot tell them apart."""
+    def first_ids(words):
+        ids = []
+        for w in words:
+            enc = tokenizer.encode(w, add_special_tokens=False)
+            if enc and enc[0] not in ids:
+                ids.append(enc[0])
+        return ids
+    yes, no = first_ids(YES_WORDS), first_ids(NO_WORDS)
+    if not yes or not no or set(yes) & set(no):
+        raise ValueError(f'the judge tokenizer cannot tell Yes {yes} from No {no} by their first token')
+    return yes, no
+
+
+def p_yes(logits, yes_ids, no_ids):
+    """logits (B, V) of the first answer token -> P(Yes) (B,), in float32."""
+    import torch
+    logits = logits.float()
+    yes = torch.logsumexp(logits[:, list(yes_ids)], dim=-1)
+    no = torch.logsumexp(logits[:, list(no_ids)], dim=-1)
+    return torch.sigmoid(yes - no)
+
+
+def geomean_score(token_logprobs):
+    """The reference's score of one sampled answer: exp(sum(log p_t)) ** (1 / (T - 1)) over its T tokens (the
+    exponent's off-by-one kept). ValueError for T < 2 (the reference divides by zero and skips the sample)."""
+    n = len(token_logprobs)
+    if n < 2:
+        raise ValueError(f'{n} generated token(s): the reference score divides by zero (T - 1 = {n - 1})')
+    return math.exp(sum(token_logprobs)) ** (1.0 / (n - 1))
+
+
+def in_band(score, band=DEFAULT_BAND):
+    """lo <= score <= hi (both edges kept)."""
+    lo, hi = band
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f'band {band}: need 0 <= lo <= hi <= 1')
+    return lo <= score <= hi
+
+
+def first_token_logits(model, data):
+    """A LEFT-padded prompt batch (inference.prompt.collate_prompts) -> the LLM's next-token logits (B, V) at the
+    last position only (no logits for the rest of the prompt)."""
+    import torch
+
+    from mg_llava.inference.generation import to_device
+    with torch.no_grad():
+        data = to_device(data, next(model.llm.parameters()).device)
+        if hasattr(model, 'set_routing'):
+            model.set_routing(data['attention_mask'])
+        hidden = model.llm.get_decoder()(inputs_embeds=model.embed_inputs(data),
+                                         attention_mask=data['attention_mask']).last_hidden_state
+        return model.llm.get_output_embeddings()(hidden[:, -1])
