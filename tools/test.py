@@ -24,9 +24,7 @@ were resumed; partial files of another model or settings (or without a fingerpri
 saying what differs: use a fresh --work-dir, or `--restart` to delete them and evaluate those benchmarks afresh.
 """
 import argparse
-import os
 import os.path as osp
-import subprocess
 import sys
 import time
 
@@ -61,24 +59,6 @@ class _DictAction(argparse.Action):
         DictAction(self.option_strings, self.dest)(parser, namespace, values, option_string)
 
 
-def init_distributed(launcher):
-    """torchrun (`pytorch`) or SLURM (`slurm`) process group: nccl on GPUs, gloo on CPU."""
-    if launcher == 'none':
-        return
-    if launcher == 'slurm':
-        os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
-        os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
-        os.environ.setdefault('LOCAL_RANK', os.environ['SLURM_LOCALID'])
-        if 'MASTER_ADDR' not in os.environ:
-            nodes = os.environ['SLURM_NODELIST']
-            os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {nodes} | head -n1')
-        os.environ.setdefault('MASTER_PORT', '29500')
-    backend = 'nccl' if torch.cuda.is_available() else 'gloo'
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
-    torch.distributed.init_process_group(backend=backend)
-
-
 def build_from_checkpoint(cfg, checkpoint):
     """The config's model with the checkpoint's trained parts (every adapter key required)."""
     from xtuner.registry import BUILDER
@@ -107,7 +87,7 @@ def main(argv=None):
     from mg_llava.evaluation.entries import check_entries
     from mg_llava.evaluation.loop import DTYPES, run_evaluation
     from mg_llava.evaluation.resume import ResumeError, export_digest, state_dict_digest
-    from mg_llava.inference.sharding import rank_and_world
+    from mg_llava.inference.sharding import init_distributed, rank_and_world
     from mg_llava.models import MGLLaVAModel
 
     cfg = Config.fromfile(args.config)

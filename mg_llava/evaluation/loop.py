@@ -101,7 +101,8 @@ def _read_partial(out_dir, name):
 def predict(model, questions, build, batch_size=8, max_new_tokens=None, num_workers=0, desc='', progress=True,
             generation_kwargs=None, partial=None, stats=None):
     """Predictions {id: text} for this rank's share of `questions` (all of them on 1 rank).
-    generation_kwargs: extra `llm.generate` arguments (greedy by default).
+    generation_kwargs: extra `llm.generate` arguments (greedy by default), or a callable(batch) -> them (per-row
+    seeded sampling needs the batch's ids).
     partial: (out_dir, name) to append each finished batch to <name>_predictions.partial.rank<r>.jsonl and to
     skip batches an interrupted run already answered (batches are fixed, so their answers are the same). The
     caller vouches that those files come from the same model and settings (`resume.prepare`).
@@ -122,7 +123,8 @@ def predict(model, questions, build, batch_size=8, max_new_tokens=None, num_work
         bar = tqdm(total=len(batches), desc=desc, unit='batch', dynamic_ncols=True)
     try:
         for data in loader:
-            answers = generate(model, data, max_new_tokens, **(generation_kwargs or {}))
+            kwargs = generation_kwargs(data) if callable(generation_kwargs) else generation_kwargs
+            answers = generate(model, data, max_new_tokens, **(kwargs or {}))
             preds.update(zip(data['ids'], answers))
             if sink is not None:  # the batch's answers as one flushed write
                 sink.write_many({'id': i, 'prediction': a} for i, a in zip(data['ids'], answers))

@@ -11,6 +11,28 @@ def _dist():
     return dist if dist.is_available() and dist.is_initialized() else None
 
 
+def init_distributed(launcher):
+    """torchrun (`pytorch`) or SLURM (`slurm`) process group, nccl on GPUs, gloo on CPU; `none`: nothing."""
+    import os
+    import subprocess
+
+    import torch
+    if launcher == 'none':
+        return
+    if launcher == 'slurm':
+        os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
+        os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
+        os.environ.setdefault('LOCAL_RANK', os.environ['SLURM_LOCALID'])
+        if 'MASTER_ADDR' not in os.environ:
+            nodes = os.environ['SLURM_NODELIST']
+            os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {nodes} | head -n1')
+        os.environ.setdefault('MASTER_PORT', '29500')
+    backend = 'nccl' if torch.cuda.is_available() else 'gloo'
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
+    torch.distributed.init_process_group(backend=backend)
+
+
 def rank_and_world():
     """(rank, world size) of the initialised process group, else (0, 1)."""
     dist = _dist()
