@@ -110,10 +110,13 @@ def main(argv=None):
     t0 = time.time()
     build = SampleBuilder(model, model.vision_spec, boxes, args.box_file)
     stats = {}
-    preds = predict(model, questions, build, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                    num_workers=args.num_workers, desc='generate', progress=not args.no_progress,
-                    generation_kwargs=G.sampling_kwargs(args.seed, args.temperature), partial=(parts, name),
-                    stats=stats)
+    try:
+        preds = predict(model, questions, build, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                        num_workers=args.num_workers, desc='generate', progress=not args.no_progress,
+                        generation_kwargs=G.sampling_kwargs(args.seed, args.temperature), partial=(parts, name),
+                        stats=stats)
+    except InputError as e:   # an unreadable image, a missing box entry: the finished batches stay in parts/
+        sys.exit(f'generate_data: {e} (finished batches are kept in {parts}: fix the input and rerun to go on)')
     preds = gather_predictions(preds)
     if rank == 0:
         samples, rejects = G.to_samples(questions, preds, args.task, root, provenance)

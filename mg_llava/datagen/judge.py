@@ -77,3 +77,47 @@ def first_token_logits(model, data):
         hidden = model.llm.get_decoder()(inputs_embeds=model.embed_inputs(data),
                                          attention_mask=data['attention_mask']).last_hidden_state
         return model.llm.get_output_embeddings()(hidden[:, -1])
+
+
+def p_yes_step(tokenizer):
+    """A `predict` step: batch -> [P(Yes)] (floats, one greedy forward, last position only)."""
+    yes, no = yes_no_ids(tokenizer)
+    return lambda model, data: p_yes(first_token_logits(model, data), yes, no).tolist()
+
+
+def reference_step(seed=0, max_new_tokens=10):
+    """A `predict` step reproducing the reference's score: sample up to 10 tokens (top-p 0.95, top-k 10), then
+    geomean_score over the log-softmax of the processed scores of the sampled tokens up to the first stop token
+    (included). -> [{'score': float or None (fewer than 2 tokens), 'said': decoded text}]. Stochastic by design;
+    seeded per batch (by seed and the batch's first id)."""
+    import zlib
+
+    import torch
+
+    from mg_llava.inference.generation import decode, generation_kwargs, to_device
+
+    def step(model, data):
+        torch.manual_seed(zlib.crc32(f'{seed}/{data["ids"][0]}'.encode()))
+        gen = generation_kwargs(model, max_new_tokens, do_sample=True, top_p=0.95, top_k=10,
+                                return_dict_in_generate=True, output_scores=True)
+        stops = set(gen['eos_token_id'])
+        data = to_device(data, next(model.llm.parameters()).device)
+        if hasattr(model, 'set_routing'):
+            model.set_routing(data['attention_mask'])
+        with torch.no_grad():
+            out = model.llm.generate(inputs_embeds=model.embed_inputs(data), attention_mask=data['attention_mask'],
+                                     **gen)
+        seqs = out.sequences[:, -len(out.scores):]
+        logprobs = torch.stack([torch.log_softmax(s.float(), -1).gather(1, seqs[:, t:t + 1])[:, 0]
+                                for t, s in enumerate(out.scores)], 1)
+        rows = []
+        for b in range(seqs.shape[0]):
+            toks = seqs[b].tolist()
+            end = next((t + 1 for t, tok in enumerate(toks) if tok in stops), len(toks))
+            try:
+                score = geomean_score(logprobs[b, :end].tolist())
+            except ValueError:
+                score = None
+            rows.append({'score': score, 'said': decode(model, seqs[b, :end])})
+        return rows
+    return step

@@ -99,14 +99,15 @@ def _read_partial(out_dir, name):
 
 
 def predict(model, questions, build, batch_size=8, max_new_tokens=None, num_workers=0, desc='', progress=True,
-            generation_kwargs=None, partial=None, stats=None):
+            generation_kwargs=None, partial=None, stats=None, step=None):
     """Predictions {id: text} for this rank's share of `questions` (all of them on 1 rank).
     generation_kwargs: extra `llm.generate` arguments (greedy by default), or a callable(batch) -> them (per-row
     seeded sampling needs the batch's ids).
     partial: (out_dir, name) to append each finished batch to <name>_predictions.partial.rank<r>.jsonl and to
     skip batches an interrupted run already answered (batches are fixed, so their answers are the same). The
     caller vouches that those files come from the same model and settings (`resume.prepare`).
-    stats: a dict that receives 'resumed' (answers of this rank taken from the partial files)."""
+    stats: a dict that receives 'resumed' (answers of this rank taken from the partial files).
+    step: callable(model, batch) -> one JSON value per row, instead of generating (the Genixer judge's P(Yes))."""
     rank, world = rank_and_world()
     done = _read_partial(*partial) if partial else {}
     batches = shard(make_batches(questions, model.tokenizer, batch_size), rank, world)
@@ -123,8 +124,11 @@ def predict(model, questions, build, batch_size=8, max_new_tokens=None, num_work
         bar = tqdm(total=len(batches), desc=desc, unit='batch', dynamic_ncols=True)
     try:
         for data in loader:
-            kwargs = generation_kwargs(data) if callable(generation_kwargs) else generation_kwargs
-            answers = generate(model, data, max_new_tokens, **(kwargs or {}))
+            if step is not None:
+                answers = step(model, data)
+            else:
+                kwargs = generation_kwargs(data) if callable(generation_kwargs) else generation_kwargs
+                answers = generate(model, data, max_new_tokens, **(kwargs or {}))
             preds.update(zip(data['ids'], answers))
             if sink is not None:  # the batch's answers as one flushed write
                 sink.write_many({'id': i, 'prediction': a} for i, a in zip(data['ids'], answers))

@@ -1,0 +1,182 @@
+"""Genixer filters: generated samples (tools/generate_data.py) -> the samples worth training on.
+
+    python tools/filter_data.py judge JUDGE_EXPORT --data generated.json --image-folder DIR --out kept.json \\
+        [--band 0.5 0.7] [--score p_yes|reference_geomean] [--batch-size 8] [--box-file B] [--dtype fp32]
+    python tools/filter_data.py clip CLIP_DIR --data generated_rec.json --image-folder DIR --out kept.json \\
+        [--threshold 25] [--score cosine|raw_dot] [--min-size 50] [--batch-size 32]
+    torchrun --nproc-per-node 8 tools/filter_data.py judge ... --launcher pytorch
+
+judge: a model of this framework (its export) answers "Is 'Question: … Answer: …' true for this image? … Yes or
+No." for every sample; P(Yes) over {Yes, No} of the first answer token, one greedy forward per batch; samples
+with lo <= P(Yes) <= hi are kept (default 0.5-0.7, Genixer's finding). `--score reference_geomean`: the
+reference's sampled geometric mean instead (stochastic; kept when the judge said Yes and the score is in band).
+clip: REC samples (expression, box) scored by 100 * cos(CLIP(crop), CLIP(expression)) with a local CLIPModel;
+crops under --min-size px and unparsable samples are rejected with the reason.
+
+Outputs: OUT (kept samples, with their score), OUT minus .json + `.scores.jsonl` (every sample: id, score, kept
+or the reject reason). Samples are matched by id. The judge resumes like generation (OUT.parts/, --restart).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+import time
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest='filter', required=True)
+    for name in ('judge', 'clip'):
+        s = sub.add_parser(name)
+        s.add_argument('model', help='judge export (judge) or local CLIPModel + CLIPProcessor folder (clip)')
+        s.add_argument('--data', required=True, help='generated samples (.json list or .jsonl)')
+        s.add_argument('--image-folder', required=True, help='root of the samples\' "image" paths')
+        s.add_argument('--out', required=True, help='kept samples (.json)')
+        s.add_argument('--batch-size', type=int, default=8 if name == 'judge' else 32)
+        s.add_argument('--dtype', choices=('bf16', 'fp16', 'fp32'), default='fp32')
+        s.add_argument('--no-progress', action='store_true')
+    j = sub.choices['judge']
+    j.add_argument('--band', type=float, nargs=2, default=(0.5, 0.7), metavar=('LO', 'HI'))
+    j.add_argument('--score', choices=('p_yes', 'reference_geomean'), default='p_yes')
+    j.add_argument('--seed', type=int, default=0, help='reference_geomean sampling seed')
+    j.add_argument('--box-file', help='detector boxes of the images (a judge with object tokens)')
+    j.add_argument('--num-workers', type=int, default=0)
+    j.add_argument('--launcher', choices=('none', 'pytorch', 'slurm'), default='none')
+    j.add_argument('--restart', action='store_true')
+    c = sub.choices['clip']
+    c.add_argument('--threshold', type=float, help='keep score >= this (default 25 for cosine, 60 for raw_dot)')
+    c.add_argument('--score', choices=('cosine', 'raw_dot'), default='cosine')
+    c.add_argument('--min-size', type=int, default=50)
+    args = p.parse_args(argv)
+    if not args.out.endswith('.json'):
+        p.error('--out must end in .json')
+    if args.filter == 'judge' and not 0 <= args.band[0] <= args.band[1] <= 1:
+        p.error('--band LO HI needs 0 <= LO <= HI <= 1')
+    return args
+
+
+def read_samples(path, need):
+    from mg_llava.data.dataset import read_records
+    from mg_llava.datagen.filtering import check_samples
+    samples = read_records(path)
+    check_samples(samples, path, need)
+    return samples
+
+
+def run_judge(args, samples):
+    import torch
+
+    from mg_llava.data import load_box_index
+    from mg_llava.datagen import filtering as FL
+    from mg_llava.datagen import judge as J
+    from mg_llava.errors import InputError, ResumeError
+    from mg_llava.evaluation import resume as R
+    from mg_llava.evaluation.loop import DTYPES, SampleBuilder, gather_predictions, predict
+    from mg_llava.inference.sharding import barrier, init_distributed, rank_and_world
+    from mg_llava.models import MGLLaVAModel
+
+    if not osp.isfile(osp.join(args.model, 'mg_llava_config.json')):
+        raise InputError(args.model, '', 'not a judge export (no mg_llava_config.json)')
+    boxes = load_box_index(args.box_file) if args.box_file else None
+    init_distributed(args.launcher)
+    rank, world = rank_and_world()
+    dtype = DTYPES[args.dtype]
+    device = torch.device(f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available() else 'cpu')
+    model = MGLLaVAModel.from_pretrained(args.model, torch_dtype=dtype).to(device=device, dtype=dtype).eval()
+    step = J.p_yes_step(model.tokenizer) if args.score == 'p_yes' else J.reference_step(args.seed)
+    parts, name = args.out + '.parts', 'judge'
+    fp = R.fingerprint(name, {'model': {'export': osp.abspath(args.model), 'digest': R.export_digest(args.model)}},
+                       {'data': osp.abspath(args.data), 'image_folder': osp.abspath(args.image_folder),
+                        'box_file': args.box_file and osp.abspath(args.box_file)},
+                       dict(score=args.score, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype))
+    try:
+        R.prepare(parts, name, fp, args.restart, rank)
+    except ResumeError as e:
+        sys.exit(f'filter_data: {e}')
+    barrier()
+    questions = FL.judge_questions(samples, args.image_folder)
+    try:
+        scores = predict(model, questions, SampleBuilder(model, model.vision_spec, boxes, args.box_file),
+                         batch_size=args.batch_size, num_workers=args.num_workers, desc='judge',
+                         progress=not args.no_progress, partial=(parts, name), step=step)
+    except InputError as e:
+        sys.exit(f'filter_data: {e} (finished batches are kept in {parts}: fix the input and rerun to go on)')
+    scores = gather_predictions(scores)
+    done = rank == 0
+    if done:
+        kept, table = FL.select(samples, scores, tuple(args.band), args.score)
+        R.cleanup(parts, name)
+        if not os.listdir(parts):
+            os.rmdir(parts)
+    if world > 1:
+        barrier()
+        torch.distributed.destroy_process_group()
+    return (kept, table) if done else None
+
+
+def run_clip(args, samples):
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+
+    from mg_llava.data.preprocess import load_image
+    from mg_llava.datagen import filtering as FL
+    from mg_llava.datagen.clip_filter import clip_scores, crop_box
+    from mg_llava.datagen.formats import FormatError
+    from mg_llava.errors import DataError, ImageError
+    from mg_llava.evaluation.loop import DTYPES
+
+    threshold = args.threshold if args.threshold is not None else (FL.CLIP_THRESHOLD if args.score == 'cosine'
+                                                                   else 60.0)
+    processor = CLIPProcessor.from_pretrained(args.model)
+    dtype = DTYPES[args.dtype]
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    model = CLIPModel.from_pretrained(args.model, torch_dtype=dtype).to(device).eval()
+    table, ready = {}, []
+    for s in samples:
+        try:
+            expression, box = FL.rec_target(s)
+            path = osp.join(args.image_folder, s['image'])
+            try:
+                crop = crop_box(load_image(path), box, args.min_size)
+            except ImageError as e:
+                raise DataError(path, f'sample {s["id"]}', f'unreadable image ({e.reason})') from None
+            ready.append((s, expression, crop))
+        except FormatError as e:
+            table[s['id']] = {'id': s['id'], 'clip_score': None, 'kept': False, 'reason': str(e)}
+    for i in range(0, len(ready), args.batch_size):
+        chunk = ready[i:i + args.batch_size]
+        inputs = processor(text=[e for _, e, _ in chunk], images=[c for _, _, c in chunk], return_tensors='pt',
+                           padding=True, truncation=True).to(device)
+        with torch.no_grad():
+            img = model.get_image_features(pixel_values=inputs['pixel_values'].to(dtype))
+            txt = model.get_text_features(input_ids=inputs['input_ids'], attention_mask=inputs['attention_mask'])
+        for (s, _, _), v in zip(chunk, clip_scores(img, txt, args.score).tolist()):
+            table[s['id']] = {'id': s['id'], 'clip_score': v, 'kept': v >= threshold}
+    rows = [table[s['id']] for s in samples]
+    kept = [{**s, 'clip_score': r['clip_score']} for s, r in zip(samples, rows) if r['kept']]
+    return kept, rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mg_llava.errors import InputError
+    from mg_llava.inference.writer import write_atomic
+    t0 = time.time()
+    try:
+        need = ('id', 'image', 'question', 'answer')
+        samples = read_samples(args.data, need)
+        result = run_judge(args, samples) if args.filter == 'judge' else run_clip(args, samples)
+    except InputError as e:
+        sys.exit(f'filter_data: {e}')
+    if result is None:   # not rank 0
+        return 0
+    kept, table = result
+    write_atomic(args.out, kept)
+    write_atomic(args.out[:-len('.json')] + '.scores.jsonl', table)
+    print(f'filter_data {args.filter}: {len(samples)} samples -> {len(kept)} kept in {args.out} '
+          f'({len(samples) / max(time.time() - t0, 1e-9):.2f} samples/s)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
