@@ -63,3 +63,25 @@ def random_model(tiny_assets):
     """build_random_model(tiny_assets) in eval mode, one per test module (tests may patch it: module scope)."""
     from mg_llava.demo.tiny_assets import build_random_model
     return build_random_model(tiny_assets).eval()
+
+
+@pytest.fixture(scope='session')
+def load_tool():
+    """load_tool('generate_data') -> the module tools/generate_data.py (the tools folder is not a package)."""
+    import importlib.util
+    tools = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools')
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(f'{name}_tool', os.path.join(tools, f'{name}.py'))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
+
+
+@pytest.fixture(scope='module')
+def random_export(random_model, tmp_path_factory):
+    """random_model saved as an export folder (fp32; save_pretrained), one per test module."""
+    out = tmp_path_factory.mktemp('random_export') / 'export'
+    random_model.save_pretrained(str(out), fp32=True)
+    return str(out)

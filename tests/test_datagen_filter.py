@@ -1,7 +1,6 @@
 """Genixer filters (tools/filter_data.py, mg_llava.datagen.filtering): the judge's P(Yes) equals a hand-run
 forward, the band selects, the judge resumes after an interruption, REC expressions and boxes are recovered from
 generated text, the CLIP filter's scores equal a direct CLIP computation, bad input is named."""
-import importlib.util
 import json
 import os
 
@@ -17,18 +16,11 @@ from mg_llava.errors import DataError
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location('filter_data_tool', os.path.join(REPO, 'tools', 'filter_data.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
-def judge_export(random_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp('judge') / 'export'
-    random_model.save_pretrained(str(out), fp32=True)
-    return str(out)
+def tool(load_tool):
+    return load_tool('filter_data')
+
+
 
 
 @pytest.fixture(scope='module')
@@ -82,21 +74,20 @@ def test_select_keeps_the_band_and_says_yes_in_reference_mode():
     assert [s['id'] for s in kept] == ['a']
 
 
-def test_judge_p_yes_is_the_hand_computed_forward_and_resumes(judge_export, generated, tiny_world, tmp_path,
+def test_judge_p_yes_is_the_hand_computed_forward_and_resumes(tool, random_export, generated, tiny_world, tmp_path,
                                                              monkeypatch):
     from mg_llava.evaluation.loop import SampleBuilder
     from mg_llava.inference.prompt import collate_prompts
     from mg_llava.models import MGLLaVAModel
     path, samples = generated
-    tool = _tool()
-    args = ['judge', judge_export, '--data', path, '--image-folder', tiny_world['images'], '--no-progress',
+    args = ['judge', random_export, '--data', path, '--image-folder', tiny_world['images'], '--no-progress',
             '--batch-size', '4', '--band', '0', '1']
     out = tmp_path / 'a' / 'kept.json'
     assert tool.main(args + ['--out', str(out)]) == 0
     table = [json.loads(line) for line in open(tmp_path / 'a' / 'kept.scores.jsonl')]
     assert [t['id'] for t in table] == [s['id'] for s in samples] and all(t['kept'] for t in table)
     # by hand: one sample, batch of one, the full-vocabulary logits of a plain forward
-    model = MGLLaVAModel.from_pretrained(judge_export).eval()
+    model = MGLLaVAModel.from_pretrained(random_export).eval()
     s = samples[1]
     q = FL.judge_questions([s], tiny_world['images'])[0]
     data = collate_prompts([SampleBuilder(model, model.vision_spec)(q)], model.tokenizer)
@@ -136,10 +127,10 @@ def test_judge_p_yes_is_the_hand_computed_forward_and_resumes(judge_export, gene
     assert (tmp_path / 'c' / 'kept.scores.jsonl').read_bytes() == (tmp_path / 'a' / 'kept.scores.jsonl').read_bytes()
 
 
-def test_judge_reference_mode_runs(judge_export, generated, tiny_world, tmp_path):
+def test_judge_reference_mode_runs(tool, random_export, generated, tiny_world, tmp_path):
     path, samples = generated
     out = tmp_path / 'kept.json'
-    _tool().main(['judge', judge_export, '--data', path, '--image-folder', tiny_world['images'], '--no-progress',
+    tool.main(['judge', random_export, '--data', path, '--image-folder', tiny_world['images'], '--no-progress',
                   '--score', 'reference_geomean', '--band', '0', '1', '--out', str(out)])
     table = [json.loads(line) for line in open(tmp_path / 'kept.scores.jsonl')]
     assert len(table) == len(samples)
@@ -148,7 +139,7 @@ def test_judge_reference_mode_runs(judge_export, generated, tiny_world, tmp_path
         assert set(score) == {'score', 'said'} and (score['score'] is None or 0 <= score['score'] <= 1)
 
 
-def test_clip_filter_scores_are_clip_cosines(tiny_world, tmp_path):
+def test_clip_filter_scores_are_clip_cosines(tool, tiny_world, tmp_path):
     from PIL import Image
     from transformers import CLIPModel, CLIPProcessor
 
@@ -168,7 +159,7 @@ def test_clip_filter_scores_are_clip_cosines(tiny_world, tmp_path):
     data = tmp_path / 'rec.json'
     data.write_text(json.dumps(samples))
     out = tmp_path / 'kept.json'
-    _tool().main(['clip', clip_dir, '--data', str(data), '--image-folder', str(tmp_path), '--out', str(out),
+    tool.main(['clip', clip_dir, '--data', str(data), '--image-folder', str(tmp_path), '--out', str(out),
                   '--threshold', '-100'])
     table = {t['id']: t for t in map(json.loads, open(tmp_path / 'kept.scores.jsonl'))}
     assert 'under 50 px' in table['r2']['reason'] and 'no [' in table['r3']['reason']
@@ -182,20 +173,21 @@ def test_clip_filter_scores_are_clip_cosines(tiny_world, tmp_path):
     assert table['r1']['clip_score'] == pytest.approx(expect, rel=1e-4, abs=1e-4)
     assert [k['id'] for k in json.loads(out.read_text())] == ['r0', 'r1']
     cut = table['r0']['clip_score'] + 1e-6
-    _tool().main(['clip', clip_dir, '--data', str(data), '--image-folder', str(tmp_path), '--out', str(out),
+    tool.main(['clip', clip_dir, '--data', str(data), '--image-folder', str(tmp_path), '--out', str(out),
                   '--threshold', str(cut)])
     assert [k['id'] for k in json.loads(out.read_text())] == (['r1'] if table['r1']['clip_score'] >= cut else [])
 
 
-def test_filter_bad_input_is_named(judge_export, tiny_world, tmp_path):
+def test_filter_bad_input_is_named(tool, random_export, tiny_world, tmp_path):
     data = tmp_path / 'g.json'
     data.write_text(json.dumps([{'id': 'x', 'image': 'missing.png', 'question': 'q', 'answer': 'a'}]))
-    tool = _tool()
     with pytest.raises(SystemExit, match='not a judge export'):
-        tool.main(['judge', str(tmp_path), '--data', str(data), '--image-folder', '.', '--out', str(tmp_path / 'o.json')])
+        tool.main(['judge', str(tmp_path), '--data', str(data), '--image-folder', '.',
+                   '--out', str(tmp_path / 'o.json')])
     with pytest.raises(SystemExit, match='missing.png.*question x, judged sample.*image file not found'):
-        tool.main(['judge', judge_export, '--data', str(data), '--image-folder', tiny_world['images'],
+        tool.main(['judge', random_export, '--data', str(data), '--image-folder', tiny_world['images'],
                    '--no-progress', '--out', str(tmp_path / 'o.json')])
     data.write_text(json.dumps([{'id': 'x', 'image': 'a.png', 'question': 'q'}]))
     with pytest.raises(SystemExit, match=r"g.json \[id 'x'\]"):
-        tool.main(['judge', judge_export, '--data', str(data), '--image-folder', '.', '--out', str(tmp_path / 'o.json')])
+        tool.main(['judge', random_export, '--data', str(data), '--image-folder', '.',
+                   '--out', str(tmp_path / 'o.json')])

@@ -14,23 +14,15 @@ from mg_llava.datagen import generate as G
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('generate_data_tool', os.path.join(REPO, 'tools', 'generate_data.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
-def generator(random_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp('generator') / 'export'
-    random_model.save_pretrained(str(out), fp32=True)
-    return str(out)
+def tool(load_tool):
+    return load_tool('generate_data')
 
 
-def _run(generator, world, out, *extra):
-    return _tool().main([generator, '--images', world['images'], '--out', str(out), '--no-progress',
+
+
+def _run(tool, random_export, world, out, *extra):
+    return tool.main([random_export, '--images', world['images'], '--out', str(out), '--no-progress',
                                '--max-new-tokens', '12', '--batch-size', '3', *extra])
 
 
@@ -71,20 +63,20 @@ def test_questions_carry_the_seeded_template_and_samples_parse(tmp_path):
     assert rec[0]['boxes'] == [[0.1, 0.2, 0.3, 0.4]] and rec[0]['image'] == '/img/a.png'
 
 
-def test_generation_is_reproducible_and_resumes_after_an_interruption(generator, tiny_world, tmp_path, monkeypatch,
-                                                                     capsys):
+def test_generation_is_reproducible_and_resumes_after_an_interruption(tool, random_export, tiny_world, tmp_path,
+                                                                     monkeypatch, capsys):
     from mg_llava.evaluation import loop
     first = tmp_path / 'a' / 'gen.json'
-    _run(generator, tiny_world, first)
+    _run(tool, random_export, tiny_world, first)
     out = json.loads(first.read_text())
     rejects = [json.loads(line) for line in open(str(first)[:-5] + '.rejects.jsonl')]
     n_images = len([f for f in os.listdir(tiny_world['images']) if f.endswith('.png')])
     assert len(out) + len(rejects) == n_images and not os.path.exists(str(first) + '.parts')
     assert all(r['reason'] and 'text' in r for r in rejects)   # a random generator: kept and counted
-    _run(generator, tiny_world, tmp_path / 'b' / 'gen.json')
+    _run(tool, random_export, tiny_world, tmp_path / 'b' / 'gen.json')
     assert (tmp_path / 'b' / 'gen.rejects.jsonl').read_bytes() == open(str(first)[:-5] + '.rejects.jsonl', 'rb').read()
     assert (tmp_path / 'b' / 'gen.json').read_bytes() == first.read_bytes()
-    _run(generator, tiny_world, tmp_path / 'c' / 'gen.json', '--seed', '1')
+    _run(tool, random_export, tiny_world, tmp_path / 'c' / 'gen.json', '--seed', '1')
     assert (tmp_path / 'c' / 'gen.rejects.jsonl').read_bytes() != open(str(first)[:-5] + '.rejects.jsonl', 'rb').read()
 
     calls = {'n': 0}
@@ -98,45 +90,45 @@ def test_generation_is_reproducible_and_resumes_after_an_interruption(generator,
     monkeypatch.setattr(loop, 'generate', dies_on_the_third_batch)
     cut = tmp_path / 'd' / 'gen.json'
     with pytest.raises(KeyboardInterrupt):
-        _run(generator, tiny_world, cut)
+        _run(tool, random_export, tiny_world, cut)
     assert not cut.exists() and len(open(cut.parent / 'gen.json.parts' / 'generate_predictions.partial.rank0.jsonl')
                                     .readlines()) == 6   # two batches of 3 kept
     monkeypatch.setattr(loop, 'generate', real)
     with pytest.raises(SystemExit, match='made differently'):   # other settings are refused
-        _run(generator, tiny_world, cut, '--temperature', '0.7')
+        _run(tool, random_export, tiny_world, cut, '--temperature', '0.7')
     capsys.readouterr()
-    _run(generator, tiny_world, cut)
+    _run(tool, random_export, tiny_world, cut)
     assert 'resumed 6 answers' in capsys.readouterr().out
     assert (cut.parent / 'gen.rejects.jsonl').read_bytes() == open(str(first)[:-5] + '.rejects.jsonl', 'rb').read()
     assert cut.read_bytes() == first.read_bytes()
 
 
-def test_two_ranks_write_the_same_file_as_one(generator, tiny_world, tmp_path):
+def test_two_ranks_write_the_same_file_as_one(random_export, tiny_world, tmp_path):
     one = tmp_path / 'one' / 'gen.json'
     two = tmp_path / 'two' / 'gen.json'
-    common = [generator, '--images', tiny_world['images'], '--no-progress', '--max-new-tokens', '12', '--batch-size', '2']
+    common = [random_export, '--images', tiny_world['images'], '--no-progress', '--max-new-tokens', '12',
+              '--batch-size', '2']
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
     subprocess.run([sys.executable, 'tools/generate_data.py', *common, '--out', str(one)], cwd=REPO, env=env,
                    check=True, capture_output=True)
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2', '--master-port', '29561',
-                        'tools/generate_data.py', *common, '--out', str(two), '--launcher', 'pytorch'],
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2',
+                        '--master-port', '29561', 'tools/generate_data.py', *common, '--out', str(two), '--launcher', 'pytorch'],
                        cwd=REPO, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert two.read_bytes() == one.read_bytes()
     assert (two.parent / 'gen.rejects.jsonl').read_bytes() == (one.parent / 'gen.rejects.jsonl').read_bytes()
 
 
-def test_bad_input_is_named(generator, tiny_world, tmp_path):
-    generate_data = _tool()
+def test_bad_input_is_named(tool, random_export, tiny_world, tmp_path):
     with pytest.raises(SystemExit, match='no such image folder'):
-        generate_data.main([generator, '--images', str(tmp_path / 'nope'), '--out', str(tmp_path / 'o.json')])
+        tool.main([random_export, '--images', str(tmp_path / 'nope'), '--out', str(tmp_path / 'o.json')])
     with pytest.raises(SystemExit, match='not a generator export'):
-        generate_data.main([str(tmp_path), '--images', tiny_world['images'], '--out', str(tmp_path / 'o.json')])
+        tool.main([str(tmp_path), '--images', tiny_world['images'], '--out', str(tmp_path / 'o.json')])
     lst = tmp_path / 'imgs.jsonl'
     lst.write_text('{"id": 1, "image": "000000.png"}\n{"image": "000001.png"}\n')
     with pytest.raises(SystemExit, match='imgs.jsonl.*"id"'):
-        generate_data.main([generator, '--images', str(lst), '--out', str(tmp_path / 'o.json')])
+        tool.main([random_export, '--images', str(lst), '--out', str(tmp_path / 'o.json')])
     lst.write_text('{"id": 1, "image": "000000.png"}\n{"id": 2, "image": "missing.png"}\n')
     with pytest.raises(SystemExit, match='missing.png.*question 2.*image file not found.*kept'):
-        generate_data.main([generator, '--images', str(lst), '--image-folder', tiny_world['images'],
+        tool.main([random_export, '--images', str(lst), '--image-folder', tiny_world['images'],
                             '--out', str(tmp_path / 'o.json'), '--no-progress', '--max-new-tokens', '4'])
