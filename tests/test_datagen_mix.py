@@ -33,6 +33,7 @@ def test_duplicates_are_left_out_and_the_draw_is_seeded():
                                                                                     seed=2)[1]['mixed_ids']
     assert a == sorted(a, key=lambda i: int(i[1:]))          # kept in input order
     assert mix(SFT, [('m.json', many)], ratio=2.0)[1]['num'] == 4
+    assert mix(SFT, [('gen.json', GEN)], num='all')[1]['mixed_ids'] == ['g1', 'g2']
 
 
 def test_errors():
@@ -59,3 +60,48 @@ def test_tool_writes_the_mix_and_its_manifest(load_tool, tmp_path):
     with pytest.raises(SystemExit, match='only 2 candidates'):
         tool.main(['--sft', str(tmp_path / 'sft.json'), '--add', str(tmp_path / 'gen.jsonl'), '--num', '9',
                    '--out', str(out)])
+
+
+def test_mixed_samples_get_their_image_boxes(load_tool, tmp_path):
+    from mg_llava.datagen.mix import mixed_boxes
+    entry = {'boxes': [[1, 2, 30, 40]], 'scores': [0.9], 'labels': ['star']}
+    sft_boxes = [{'id': 's0', **entry}]
+    gen = [dict(_rec('g1', 'c.png', 'What shape?'), source_id='img_c')]
+    out = mixed_boxes(sft_boxes, {'img_c': {'id': 'img_c', **entry}}, gen)
+    assert out == [{'id': 's0', **entry}, {'id': 'g1', **entry}]
+    with pytest.raises(DataError, match=r"gen_boxes.json \[id 'img_c'\].*g1"):
+        mixed_boxes(sft_boxes, {}, gen, generated_path='gen_boxes.json')
+    (tmp_path / 'sft.json').write_text(json.dumps(SFT))
+    (tmp_path / 'gen.json').write_text(json.dumps(gen))
+    (tmp_path / 'sft_boxes.json').write_text(json.dumps([{'id': 's0', **entry}, {'id': 's1', **entry}]))
+    (tmp_path / 'gen_boxes.jsonl').write_text(json.dumps({'id': 'img_c', **entry}) + '\n')
+    load_tool('mix_data').main(['--sft', str(tmp_path / 'sft.json'), '--add', str(tmp_path / 'gen.json'), '--all',
+                                '--out', str(tmp_path / 'mixed.json'), '--box-file', str(tmp_path / 'sft_boxes.json'),
+                                '--generated-box-file', str(tmp_path / 'gen_boxes.jsonl')])
+    from mg_llava.data import load_box_index
+    assert set(load_box_index(str(tmp_path / 'mixed.boxes.json'))) == {'s0', 's1', 'g1'}
+
+
+def test_build_generator_data_tool(load_tool, tmp_path, capsys):
+    src = tmp_path / 'vqa.json'
+    src.write_text(json.dumps([_rec('q1', 'a.png', 'What colour?'), _rec('q2', 'b.png', 'How many?')]))
+    rec = tmp_path / 'rec.jsonl'
+    rec.write_text(json.dumps({'id': 'r1', 'image': 'a.png', 'width': 100, 'height': 50, 'expression': 'the cat',
+                               'box': [10, 5, 60, 45]}) + '\n')
+    tool = load_tool('build_generator_data')
+    out = tmp_path / 'gen.json'
+    assert tool.main(['--source', f'common={src}', '--source', f'rec={rec}', '--out', str(out), '--seed', '3']) == 0
+    data = json.loads(out.read_text())
+    assert [d['id'] for d in data] == ['common_q1_0', 'common_q2_0', 'rec_r1']
+    assert data[2]['conversations'][1]['value'].endswith('Answer: [0.100,0.100,0.600,0.900]')
+    first = out.read_bytes()
+    tool.main(['--source', f'common={src}', '--source', f'rec={rec}', '--out', str(out), '--seed', '3'])
+    assert out.read_bytes() == first
+    with pytest.raises(SystemExit, match='made twice'):
+        tool.main(['--source', f'common={src}', '--source', f'common={src}', '--out', str(out)])
+    with pytest.raises(SystemExit):   # argparse: usage error, exit 2
+        tool.main(['--source', f'vqa={src}', '--out', str(out)])
+    assert 'expected TASK=PATH' in capsys.readouterr().err
+    rec.write_text(json.dumps({'id': 'r1', 'image': 'a.png', 'expression': 'the cat', 'box': [1, 1, 5, 5]}) + '\n')
+    with pytest.raises(SystemExit, match=r"rec.jsonl \[id r1\].*width and height"):
+        tool.main(['--source', f'rec={rec}', '--out', str(out)])

@@ -21,11 +21,12 @@ def sample_key(rec):
 
 
 def mix(sft, added, num=None, ratio=None, seed=0, sft_path='<sft>'):
-    """sft: LLaVA records; added: [(path, records)] of generated samples. Exactly one of num / ratio."""
+    """sft: LLaVA records; added: [(path, records)] of generated samples. Exactly one of num ('all': every
+    candidate) / ratio."""
     if (num is None) == (ratio is None):
         raise ValueError('give exactly one of num and ratio')
     want = num if num is not None else round(ratio * len(sft))
-    if want < 0:
+    if want != 'all' and want < 0:
         raise ValueError(f'cannot add {want} samples')
     seen, ids = {sample_key(r) for r in sft}, {str(r.get('id')) for r in sft}
     candidates, sources = [], []
@@ -45,6 +46,8 @@ def mix(sft, added, num=None, ratio=None, seed=0, sft_path='<sft>'):
             candidates.append((len(sources), rec))
         sources.append({'path': str(path), 'samples': len(records), 'duplicates': dup,
                         'candidates': len(records) - dup, 'mixed': 0})
+    if want == 'all':
+        want = len(candidates)
     if want > len(candidates):
         raise ValueError(f'asked for {want} generated samples, only {len(candidates)} candidates '
                          f'(after removing duplicates)')
@@ -56,3 +59,17 @@ def mix(sft, added, num=None, ratio=None, seed=0, sft_path='<sft>'):
     manifest = {'sft': str(sft_path), 'sft_samples': len(sft), 'added': sources, 'num': want, 'ratio': ratio,
                 'seed': seed, 'total': len(records), 'mixed_ids': [rec['id'] for _, rec in chosen]}
     return records, manifest
+
+
+def mixed_boxes(sft_entries, generated_index, mixed, sft_path='<sft boxes>', generated_path='<generated boxes>'):
+    """MG-LLaVA's object tokens need a box entry per sample id: the SFT box entries plus, for each mixed generated
+    sample, a copy of the entry of its image (`source_id`, the id generation listed the image under) in
+    generated_index ({str(id): entry}, the detector's boxes of the unlabelled images)."""
+    out = list(sft_entries)
+    for rec in mixed:
+        key = str(rec.get('source_id', ''))
+        if key not in generated_index:
+            raise DataError(generated_path, f'id {key!r}', f'no box entry for the image of generated sample '
+                            f'{rec["id"]!r} (run tools/detect_boxes.py on the generation image list)')
+        out.append({**generated_index[key], 'id': rec['id']})
+    return out
