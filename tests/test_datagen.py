@@ -143,6 +143,13 @@ def test_generator_samples_for_each_task(task):
     assert [s['id'] for s in out] == ([f'{key}_{n}' for n in range(len(out))] if per_turn else [key])
 
 
+def test_text_only_records_are_skipped_and_counted():
+    stats = {}
+    out = generator_samples('common', [{'id': 't', 'conversations': _conv('Hi', 'Hello')}, ANNOTATED['common']],
+                            stats=stats)
+    assert stats == {'text_only': 1} and [s['id'] for s in out] == ['common_1_0', 'common_1_1']
+
+
 def test_task_agnostic_share_and_visual7w_pointqa():
     recs = [dict(ANNOTATED['adv'], id=i) for i in range(200)]
     out = generator_samples('adv', recs, seed=0, task_specific=0.5)
@@ -161,7 +168,7 @@ def test_task_agnostic_share_and_visual7w_pointqa():
     ('rec', {'id': 1, 'image': 'a.png', 'expression': 'x', 'box': [0, 0, 1, 1]}, 'width and height'),
     ('rec', {'id': 1, 'image': 'a.png', 'width': 10, 'height': 10, 'expression': 'x', 'box': [5, 5, 2, 2]}, 'degenerate'),
     ('common', {'id': 1, 'image': 'a.png', 'conversations': _conv('q')}, 'turn pairs'),
-    ('common', {'id': 1, 'conversations': _conv('q', 'a')}, 'needs an id and an image'),
+    ('common', {'id': 1, 'image': '', 'conversations': []}, 'needs an id and an image'),
     ('qca', {'id': 1, 'image': 'a.png', 'width': 9, 'height': 9, 'boxes': [[0, 0, 4, 4]], 'boxes_seq': [[3]],
              'conversations': _conv('q<boxes>', 'a')}, 'not in boxes'),
     ('vqa', {'id': 1, 'image': 'a.png'}, 'unknown Genixer task'),

@@ -191,3 +191,41 @@ def test_filter_bad_input_is_named(tool, random_export, tiny_world, tmp_path):
     with pytest.raises(SystemExit, match=r"g.json \[id 'x'\]"):
         tool.main(['judge', random_export, '--data', str(data), '--image-folder', '.',
                    '--out', str(tmp_path / 'o.json')])
+
+
+def test_clip_filter_resumes_after_an_interruption(tool, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from mg_llava.datagen import clip_filter
+    from mg_llava.detection.tiny import build_tiny_clip
+    clip_dir = str(tmp_path / 'clip')
+    build_tiny_clip(clip_dir)
+    Image.new('RGB', (200, 120), (200, 30, 30)).save(tmp_path / 'a.png')
+    samples = [{'id': f'r{i}', 'image': 'a.png', 'question': f'What are the coordinates of thing {i}?',
+                'answer': f'[0.{i}00,0.000,0.900,1.000]'} for i in range(6)]
+    (tmp_path / 'rec.json').write_text(json.dumps(samples))
+    args = ['clip', clip_dir, '--data', str(tmp_path / 'rec.json'), '--image-folder', str(tmp_path),
+            '--batch-size', '2', '--threshold', '-100']
+    tool.main(args + ['--out', str(tmp_path / 'a' / 'kept.json')])
+    real, calls = clip_filter.clip_scores, {'n': 0}
+
+    def dies_on_the_second_batch(*a, **k):
+        calls['n'] += 1
+        if calls['n'] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(clip_filter, 'clip_scores', dies_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        tool.main(args + ['--out', str(tmp_path / 'b' / 'kept.json')])
+    partial = tmp_path / 'b' / 'kept.json.parts' / 'clip_predictions.partial.rank0.jsonl'
+    assert len(partial.read_text().splitlines()) == 2     # the first batch of 2 is kept
+    resumed = {'n': 0}
+
+    def counts(*a, **k):
+        resumed['n'] += 1
+        return real(*a, **k)
+    monkeypatch.setattr(clip_filter, 'clip_scores', counts)
+    tool.main(args + ['--out', str(tmp_path / 'b' / 'kept.json')])
+    assert resumed['n'] == 2   # batches 2 and 3 only: the finished first batch is read back, not scored again
+    for name in ('kept.json', 'kept.scores.jsonl'):
+        assert (tmp_path / 'b' / name).read_bytes() == (tmp_path / 'a' / name).read_bytes()

@@ -35,11 +35,11 @@ def main(argv=None):
     from mg_llava.datagen.tasks import generator_samples
     from mg_llava.errors import InputError
     from mg_llava.inference.writer import write_atomic
-    out, counts = [], Counter()
+    out, counts, stats = [], Counter(), {}
     try:
         for task, path in sources:
             samples = generator_samples(task, read_records(path), seed=args.seed, task_specific=args.task_specific,
-                                        source=path)
+                                        source=path, stats=stats)
             counts[task] += len(samples)
             out += samples
     except InputError as e:
@@ -49,7 +49,8 @@ def main(argv=None):
         sys.exit(f'build_generator_data: sample id {dup[0]!r} made twice: a source is given twice, or two '
                  f'sources of one task share ids')
     write_atomic(args.out, out)
-    print(f'build_generator_data: {len(out)} samples ({json.dumps(dict(counts))}) -> {args.out}')
+    print(f'build_generator_data: {len(out)} samples ({json.dumps(dict(counts))}) -> {args.out}; '
+          f'{stats.get("text_only", 0)} text-only samples skipped')
     return 0
 
 

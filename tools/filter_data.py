@@ -14,7 +14,8 @@ clip: REC samples (expression, box) scored by 100 * cos(CLIP(crop), CLIP(express
 crops under --min-size px and unparsable samples are rejected with the reason.
 
 Outputs: OUT (kept samples, with their score), OUT minus .json + `.scores.jsonl` (every sample: id, score, kept
-or the reject reason). Samples are matched by id. The judge resumes like generation (OUT.parts/, --restart).
+or the reject reason). Samples are matched by id. Both filters resume like generation (OUT.parts/, --restart) and
+shard over ranks.
 """
 import argparse
 import os
@@ -35,14 +36,14 @@ def parse_args(argv=None):
         s.add_argument('--batch-size', type=int, default=8 if name == 'judge' else 32)
         s.add_argument('--dtype', choices=('bf16', 'fp16', 'fp32'), default='fp32')
         s.add_argument('--no-progress', action='store_true')
+        s.add_argument('--launcher', choices=('none', 'pytorch', 'slurm'), default='none')
+        s.add_argument('--restart', action='store_true', help='delete the partial output of an interrupted run')
     j = sub.choices['judge']
     j.add_argument('--band', type=float, nargs=2, default=(0.5, 0.7), metavar=('LO', 'HI'))
     j.add_argument('--score', choices=('p_yes', 'reference_geomean'), default='p_yes')
     j.add_argument('--seed', type=int, default=0, help='reference_geomean sampling seed')
     j.add_argument('--box-file', help='detector boxes of the images (a judge with object tokens)')
     j.add_argument('--num-workers', type=int, default=0)
-    j.add_argument('--launcher', choices=('none', 'pytorch', 'slurm'), default='none')
-    j.add_argument('--restart', action='store_true')
     c = sub.choices['clip']
     c.add_argument('--threshold', type=float, help='keep score >= this (default 25 for cosine, 60 for raw_dot)')
     c.add_argument('--score', choices=('cosine', 'raw_dot'), default='cosine')
@@ -115,6 +116,8 @@ def run_judge(args, samples):
 
 
 def run_clip(args, samples):
+    """Batches of parsed REC samples dealt to ranks round robin; each finished batch appended to this rank's
+    partial file (OUT.parts/, fingerprinted like the judge's) so a rerun goes on where it stopped."""
     import torch
     from transformers import CLIPModel, CLIPProcessor
 
@@ -122,39 +125,80 @@ def run_clip(args, samples):
     from mg_llava.datagen import filtering as FL
     from mg_llava.datagen.clip_filter import clip_scores, crop_box
     from mg_llava.datagen.formats import FormatError
-    from mg_llava.errors import DataError, ImageError
-    from mg_llava.evaluation.loop import DTYPES
+    from mg_llava.errors import DataError, ImageError, ResumeError
+    from mg_llava.evaluation import resume as R
+    from mg_llava.evaluation.loop import DTYPES, gather_predictions
+    from mg_llava.inference.sharding import barrier, init_distributed, rank_and_world, shard
 
     threshold = args.threshold if args.threshold is not None else (FL.CLIP_THRESHOLD if args.score == 'cosine'
                                                                    else 60.0)
+    init_distributed(args.launcher)
+    rank, world = rank_and_world()
+    parts, name = args.out + '.parts', 'clip'
+    fp = R.fingerprint(name, {'model': {'export': osp.abspath(args.model), 'digest': ''}},
+                       {'data': osp.abspath(args.data), 'image_folder': osp.abspath(args.image_folder)},
+                       dict(score=args.score, min_size=args.min_size, batch_size=args.batch_size, dtype=args.dtype))
+    try:
+        R.prepare(parts, name, fp, args.restart, rank)
+    except ResumeError as e:
+        sys.exit(f'filter_data: {e}')
+    barrier()
+    results, parsed = {}, []
+    for s in samples:
+        try:
+            parsed.append((s, *FL.rec_target(s)))
+        except FormatError as e:
+            results[s['id']] = {'score': None, 'reason': str(e)}
+    done = R.read_partial(parts, name)
+    batches = shard([parsed[i:i + args.batch_size] for i in range(0, len(parsed), args.batch_size)], rank, world)
     processor = CLIPProcessor.from_pretrained(args.model)
     dtype = DTYPES[args.dtype]
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     model = CLIPModel.from_pretrained(args.model, torch_dtype=dtype).to(device).eval()
-    table, ready = {}, []
-    for s in samples:
-        try:
-            expression, box = FL.rec_target(s)
-            path = osp.join(args.image_folder, s['image'])
-            try:
-                crop = crop_box(load_image(path), box, args.min_size)
-            except ImageError as e:
-                raise DataError(path, f'sample {s["id"]}', f'unreadable image ({e.reason})') from None
-            ready.append((s, expression, crop))
-        except FormatError as e:
-            table[s['id']] = {'id': s['id'], 'clip_score': None, 'kept': False, 'reason': str(e)}
-    for i in range(0, len(ready), args.batch_size):
-        chunk = ready[i:i + args.batch_size]
-        inputs = processor(text=[e for _, e, _ in chunk], images=[c for _, _, c in chunk], return_tensors='pt',
-                           padding=True, truncation=True).to(device)
-        with torch.no_grad():
-            img = model.get_image_features(pixel_values=inputs['pixel_values'].to(dtype))
-            txt = model.get_text_features(input_ids=inputs['input_ids'], attention_mask=inputs['attention_mask'])
-        for (s, _, _), v in zip(chunk, clip_scores(img, txt, args.score).tolist()):
-            table[s['id']] = {'id': s['id'], 'clip_score': v, 'kept': v >= threshold}
-    rows = [table[s['id']] for s in samples]
-    kept = [{**s, 'clip_score': r['clip_score']} for s, r in zip(samples, rows) if r['kept']]
-    return kept, rows
+    with R.partial_output(parts, name).appender(rank) as sink:
+        for batch in batches:
+            if all(s['id'] in done for s, _, _ in batch):
+                results.update({s['id']: done[s['id']] for s, _, _ in batch})
+                continue
+            rows, ready = {}, []
+            for s, expression, box in batch:
+                path = osp.join(args.image_folder, s['image'])
+                try:
+                    ready.append((s, expression, crop_box(load_image(path), box, args.min_size)))
+                except ImageError as e:
+                    raise DataError(path, f'sample {s["id"]}', f'unreadable image ({e.reason})') from None
+                except FormatError as e:
+                    rows[s['id']] = {'score': None, 'reason': str(e)}
+            if ready:
+                inputs = processor(text=[e for _, e, _ in ready], images=[c for _, _, c in ready],
+                                   return_tensors='pt', padding=True, truncation=True).to(device)
+                with torch.no_grad():
+                    img = model.get_image_features(pixel_values=inputs['pixel_values'].to(dtype))
+                    txt = model.get_text_features(input_ids=inputs['input_ids'],
+                                                  attention_mask=inputs['attention_mask'])
+                for (s, _, _), v in zip(ready, clip_scores(img, txt, args.score).tolist()):
+                    rows[s['id']] = {'score': v}
+            sink.write_many({'id': i, 'prediction': r} for i, r in rows.items())
+            results.update(rows)
+    results = gather_predictions(results)
+    kept = table = None
+    if rank == 0:
+        table = []
+        for s in samples:
+            r = results[s['id']]
+            row = {'id': s['id'], 'clip_score': r['score'],
+                   'kept': r['score'] is not None and r['score'] >= threshold}
+            if 'reason' in r:
+                row['reason'] = r['reason']
+            table.append(row)
+        kept = [{**s, 'clip_score': r['clip_score']} for s, r in zip(samples, table) if r['kept']]
+        R.cleanup(parts, name)
+        if not os.listdir(parts):
+            os.rmdir(parts)
+    if world > 1:
+        barrier()
+        torch.distributed.destroy_process_group()
+    return (kept, table) if rank == 0 else None
 
 
 def main(argv=None):

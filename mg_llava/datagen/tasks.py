@@ -112,17 +112,23 @@ def targets(task, rec, rng):
     raise ValueError(f'unknown Genixer task {task!r}; tasks: {", ".join(TASKS)}')
 
 
-def generator_samples(task, records, seed=0, task_specific=0.5, source='<records>'):
+def generator_samples(task, records, seed=0, task_specific=0.5, source='<records>', stats=None):
     """Annotated records of one task -> generator training records (LLaVA conversations):
     {id, image, task, template, task_specific, conversations: [human: <image>\\n instruction, gpt: target]}.
 
     task_specific: the probability that a sample's instruction carries the task suffix (1: always, as Genixer_S;
-    0: never; in between, one generator serves both inference modes). Draws are seeded per sample id."""
+    0: never; in between, one generator serves both inference modes). Draws are seeded per sample id.
+    Text-only records (an id, no image: e.g. the ShareGPT part of LLaVA's mix) are skipped and counted in
+    stats['text_only'] when a dict is given."""
     if task not in TASKS:
         raise ValueError(f'unknown Genixer task {task!r}; tasks: {", ".join(TASKS)}')
     out = []
     for n, rec in enumerate(records):
         key = rec.get('id', f'#{n}') if isinstance(rec, dict) else f'#{n}'
+        if isinstance(rec, dict) and 'id' in rec and not rec.get('image') and rec.get('conversations'):
+            if stats is not None:
+                stats['text_only'] = stats.get('text_only', 0) + 1
+            continue
         try:
             if not isinstance(rec, dict) or 'id' not in rec or not rec.get('image'):
                 raise ValueError('needs an id and an image')
