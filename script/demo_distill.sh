@@ -10,15 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO=.demo; OUT=$DEMO/distill; C=configs/demo
-if [ ! -f "$DEMO/work/export/mg_llava_config.json" ]; then
-  echo "== no demo teacher in $DEMO/work/export: running the demo first (script/demo.sh)"
-  bash script/demo.sh
-fi
-rm -rf "$OUT"
-mkdir -p "$OUT"
-start=$(date +%s)
-log=$OUT/pipeline.log
-fail() { tail -n 40 "$log"; echo "demo-distill: $1 failed (log: $log)"; exit 1; }
+# shellcheck source=script/_demo.sh
+source script/_demo.sh
+demo_start "$OUT" "$DEMO/work/export/mg_llava_config.json"
 echo "== the student's LLM, its 200 labelled samples and the preference pairs"
 python -m mg_llava.demo.distill student "$DEMO/work/export" "$OUT/student_llm"
 python -m mg_llava.demo.distill data "$DEMO/world" "$OUT" --num-samples 200
@@ -26,28 +20,22 @@ python -m mg_llava.demo.distill data "$DEMO/world" "$OUT" --num-samples 200
 echo "== LLaVA-MoD: adaptor -> D2D -> D2S (up-cycled) -> preference distillation ($log)"
 SKIP_EVAL=1 EXPORT_ARGS=--fp32 bash script/llava_mod_pipeline.sh $C/llava_mod_demo_{adaptor,d2d,d2s,pd}.py \
   "$OUT/work" > "$log" 2>&1 || fail "the LLaVA-MoD pipeline"
-echo "   done in $(( $(date +%s) - start )) s"
+echo "   done in $(since) s"
 
 echo "== the SFT ablation: same student, adaptor checkpoint, steps and data; no teacher"
-# shellcheck source=script/_train.sh
-source script/_train.sh
 prev=$(cat "$OUT/work/adaptor/last_checkpoint")
 for stage in sft_dense sft_sparse sft_chosen; do
   train "$C/llava_mod_demo_$stage.py" "$OUT/work/$stage" --cfg-options "model.pretrained_pth=$prev" \
     >> "$log" 2>&1 || fail "$stage"
   prev=$(cat "$OUT/work/$stage/last_checkpoint")
 done
-echo "   done in $(( $(date +%s) - start )) s"
+echo "   done in $(since) s"
 
 echo "== exports of the intermediate stages and of the SFT student"
-export_stage() {  # export_stage CONFIG STAGE
-  python -m xtuner.tools.model_converters.pth_to_hf "$1" "$(cat "$OUT/work/$2/last_checkpoint")" \
-    "$OUT/work/$2/export" --fp32 >> "$log" 2>&1 || fail "the export of $2"
-}
-export_stage $C/llava_mod_demo_d2d.py d2d
-export_stage $C/llava_mod_demo_d2s.py d2s
-export_stage $C/llava_mod_demo_sft_chosen.py sft_chosen
-echo "   trained and exported in $(( $(date +%s) - start )) s"
+export_stage $C/llava_mod_demo_d2d.py "$OUT/work/d2d"
+export_stage $C/llava_mod_demo_d2s.py "$OUT/work/d2s"
+export_stage $C/llava_mod_demo_sft_chosen.py "$OUT/work/sft_chosen"
+echo "   trained and exported in $(since) s"
 
 echo "== held-out questions by type (accuracy %)"
 python -m mg_llava.demo.distill report "$DEMO/world" "teacher=$DEMO/work/export" \

@@ -18,7 +18,6 @@ or the reject reason). Samples are matched by id. Both filters resume like gener
 shard over ranks.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 import time
@@ -71,6 +70,7 @@ def run_judge(args, samples):
     from mg_llava.datagen import filtering as FL
     from mg_llava.datagen import judge as J
     from mg_llava.errors import InputError, ResumeError
+    from mg_llava.datagen.parts import close_parts, open_parts
     from mg_llava.evaluation import resume as R
     from mg_llava.evaluation.loop import DTYPES, SampleBuilder, gather_predictions, predict
     from mg_llava.inference.sharding import barrier, init_distributed, rank_and_world
@@ -85,16 +85,14 @@ def run_judge(args, samples):
     device = torch.device(f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available() else 'cpu')
     model = MGLLaVAModel.from_pretrained(args.model, torch_dtype=dtype).to(device=device, dtype=dtype).eval()
     step = J.p_yes_step(model.tokenizer) if args.score == 'p_yes' else J.reference_step(args.seed)
-    parts, name = args.out + '.parts', 'judge'
-    fp = R.fingerprint(name, {'model': {'export': osp.abspath(args.model), 'digest': R.export_digest(args.model)}},
-                       {'data': osp.abspath(args.data), 'image_folder': osp.abspath(args.image_folder),
-                        'box_file': args.box_file and osp.abspath(args.box_file)},
-                       dict(score=args.score, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype))
+    name = 'judge'
     try:
-        R.prepare(parts, name, fp, args.restart, rank)
+        parts = open_parts(args.out, name, {'export': osp.abspath(args.model), 'digest': R.export_digest(args.model)},
+                           {'data': args.data, 'image_folder': args.image_folder, 'box_file': args.box_file},
+                           dict(score=args.score, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype),
+                           args.restart, rank)
     except ResumeError as e:
         sys.exit(f'filter_data: {e}')
-    barrier()
     questions = FL.judge_questions(samples, args.image_folder)
     try:
         scores = predict(model, questions, SampleBuilder(model, model.vision_spec, boxes, args.box_file),
@@ -106,9 +104,7 @@ def run_judge(args, samples):
     done = rank == 0
     if done:
         kept, table = FL.select(samples, scores, tuple(args.band), args.score)
-        R.cleanup(parts, name)
-        if not os.listdir(parts):
-            os.rmdir(parts)
+        close_parts(parts, name)
     if world > 1:
         barrier()
         torch.distributed.destroy_process_group()
@@ -126,6 +122,7 @@ def run_clip(args, samples):
     from mg_llava.datagen.clip_filter import clip_scores, crop_box
     from mg_llava.datagen.formats import FormatError
     from mg_llava.errors import DataError, ImageError, ResumeError
+    from mg_llava.datagen.parts import close_parts, open_parts
     from mg_llava.evaluation import resume as R
     from mg_llava.evaluation.loop import DTYPES, gather_predictions
     from mg_llava.inference.sharding import barrier, init_distributed, rank_and_world, shard
@@ -134,15 +131,14 @@ def run_clip(args, samples):
                                                                    else 60.0)
     init_distributed(args.launcher)
     rank, world = rank_and_world()
-    parts, name = args.out + '.parts', 'clip'
-    fp = R.fingerprint(name, {'model': {'export': osp.abspath(args.model), 'digest': ''}},
-                       {'data': osp.abspath(args.data), 'image_folder': osp.abspath(args.image_folder)},
-                       dict(score=args.score, min_size=args.min_size, batch_size=args.batch_size, dtype=args.dtype))
+    name = 'clip'
     try:
-        R.prepare(parts, name, fp, args.restart, rank)
+        parts = open_parts(args.out, name, {'export': osp.abspath(args.model), 'digest': ''},
+                           {'data': args.data, 'image_folder': args.image_folder},
+                           dict(score=args.score, min_size=args.min_size, batch_size=args.batch_size,
+                                dtype=args.dtype), args.restart, rank)
     except ResumeError as e:
         sys.exit(f'filter_data: {e}')
-    barrier()
     results, parsed = {}, []
     for s in samples:
         try:
@@ -192,9 +188,7 @@ def run_clip(args, samples):
                 row['reason'] = r['reason']
             table.append(row)
         kept = [{**s, 'clip_score': r['clip_score']} for s, r in zip(samples, table) if r['kept']]
-        R.cleanup(parts, name)
-        if not os.listdir(parts):
-            os.rmdir(parts)
+        close_parts(parts, name)
     if world > 1:
         barrier()
         torch.distributed.destroy_process_group()

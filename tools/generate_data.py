@@ -17,7 +17,6 @@ goes on where it stopped (other arguments or another generator are refused; --re
 seed gives the same file on any number of ranks (mg_llava.datagen.generate).
 """
 import argparse
-import os
 import os.path as osp
 import sys
 import time
@@ -74,6 +73,7 @@ def main(argv=None):
     from mg_llava.data import load_box_index
     from mg_llava.datagen import generate as G
     from mg_llava.errors import InputError, ResumeError
+    from mg_llava.datagen.parts import close_parts, open_parts
     from mg_llava.evaluation import resume as R
     from mg_llava.evaluation.loop import DTYPES, SampleBuilder, gather_predictions, predict
     from mg_llava.inference.sharding import barrier, init_distributed, rank_and_world
@@ -95,18 +95,15 @@ def main(argv=None):
     model = MGLLaVAModel.from_pretrained(args.generator, torch_dtype=dtype).to(device=device, dtype=dtype).eval()
     questions = G.generation_questions(items, args.task, args.seed)
     provenance = {'generator': osp.abspath(args.generator), 'seed': args.seed}
-    parts, name = args.out + '.parts', 'generate'
+    name = 'generate'
     settings = dict(task=args.task, seed=args.seed, temperature=args.temperature, batch_size=args.batch_size,
                     max_new_tokens=args.max_new_tokens, dtype=args.dtype)
-    fp = R.fingerprint(name, {'model': {'export': osp.abspath(args.generator),
-                                        'digest': R.export_digest(args.generator)}},
-                       {'images': osp.abspath(args.images), 'box_file': args.box_file and osp.abspath(args.box_file)},
-                       settings)
     try:
-        state = R.prepare(parts, name, fp, args.restart, rank)
+        parts = open_parts(args.out, name, {'export': osp.abspath(args.generator),
+                                            'digest': R.export_digest(args.generator)},
+                           {'images': args.images, 'box_file': args.box_file}, settings, args.restart, rank)
     except ResumeError as e:
         sys.exit(f'generate_data: {e}')
-    barrier()
     t0 = time.time()
     build = SampleBuilder(model, model.vision_spec, boxes, args.box_file)
     stats = {}
@@ -122,13 +119,12 @@ def main(argv=None):
         samples, rejects = G.to_samples(questions, preds, args.task, root, provenance)
         write_atomic(args.out, samples)
         write_atomic(args.out[:-len('.json')] + '.rejects.jsonl', rejects)
-        R.cleanup(parts, name)
-        if not os.listdir(parts):
-            os.rmdir(parts)
+        close_parts(parts, name)
         took = time.time() - t0
-        print(f'generate_data: {len(questions)} images ({"resumed " + str(stats.get("resumed", 0)) + " answers, " if state == "resume" else ""}'
-              f'{len(questions) / max(took, 1e-9):.2f} images/s on {world} rank(s)) -> {len(samples)} samples in '
-              f'{args.out}, {len(rejects)} rejected (not "Question: … Answer: …")')
+        resumed = f'resumed {stats["resumed"]} answers, ' if stats.get('resumed') else ''
+        print(f'generate_data: {len(questions)} images ({resumed}{len(questions) / max(took, 1e-9):.2f} images/s '
+              f'on {world} rank(s)) -> {len(samples)} samples in {args.out}, {len(rejects)} rejected '
+              f'(not "Question: … Answer: …")')
     if world > 1:
         barrier()
         torch.distributed.destroy_process_group()
