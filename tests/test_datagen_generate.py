@@ -132,3 +132,12 @@ def test_bad_input_is_named(tool, random_export, tiny_world, tmp_path):
     with pytest.raises(SystemExit, match='missing.png.*question 2.*image file not found.*kept'):
         tool.main([random_export, '--images', str(lst), '--image-folder', tiny_world['images'],
                             '--out', str(tmp_path / 'o.json'), '--no-progress', '--max-new-tokens', '4'])
+
+
+def test_throughput_timing_tiny_gives_the_same_outputs_batched():
+    """timing/genixer_throughput.py --tiny: batch 1 and batch 8 write the same texts and P(Yes) (exit 0)."""
+    r = subprocess.run([sys.executable, os.path.join(REPO, 'timing', 'genixer_throughput.py'), '--tiny'], cwd=REPO,
+                       env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result['generate_identical'] and result['judge_equal'] and result['samples'] == 24
