@@ -19,20 +19,21 @@ BAND=${BAND:-"0.5 1.0"}
 source script/_demo.sh
 demo_start "$OUT" "$DEMO/work/pretrain/last_checkpoint"
 step() { echo "   $1 ($(since) s)"; }
+train_and_export() {  # train_and_export CONFIG STAGE WHAT
+  train "$1" "$OUT/work/$2" >> "$log" 2>&1 || fail "$3"
+  export_stage "$1" "$OUT/work/$2"
+  step "trained and exported"
+}
 
 echo "== the labelled images, the generator's training data, the unlabelled images"
 python -m mg_llava.demo.genixer data "$DEMO/world" "$OUT"
 python -m mg_llava.demo.genixer boxes "$DEMO/world" "$OUT/boxes.json" "$OUT/labelled.json" "$OUT/generator.json"
 
 echo "== labelled only: instruction tuning on the labelled images ($log)"
-train $C/genixer_demo_labelled.py "$OUT/work/labelled" >> "$log" 2>&1 || fail "the labelled-only SFT"
-export_stage $C/genixer_demo_labelled.py "$OUT/work/labelled"
-step "trained and exported"
+train_and_export $C/genixer_demo_labelled.py labelled "the labelled-only SFT"
 
 echo "== the generator: the labelled model fine-tuned on Genixer's format (and as a Yes/No verifier)"
-train $C/genixer_demo_generator.py "$OUT/work/generator" >> "$log" 2>&1 || fail "the generator SFT"
-export_stage $C/genixer_demo_generator.py "$OUT/work/generator"
-step "trained and exported"
+train_and_export $C/genixer_demo_generator.py generator "the generator SFT"
 
 echo "== generation on the unlabelled images"
 python tools/generate_data.py "$OUT/work/generator/export" --images "$OUT/unlabelled.jsonl" \
@@ -50,9 +51,7 @@ python tools/mix_data.py --sft "$OUT/labelled.json" --add "$OUT/kept.json" --all
 step "filtered and mixed"
 
 echo "== labelled + generated: the same recipe on the mix"
-train $C/genixer_demo_mixed.py "$OUT/work/mixed" >> "$log" 2>&1 || fail "the SFT on the mix"
-export_stage $C/genixer_demo_mixed.py "$OUT/work/mixed"
-step "trained and exported"
+train_and_export $C/genixer_demo_mixed.py mixed "the SFT on the mix"
 
 echo "== generated precision and held-out accuracy"
 python -m mg_llava.demo.genixer report "$DEMO/world" "$OUT/generated.json" "$OUT/kept.json" \

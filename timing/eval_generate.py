@@ -48,14 +48,19 @@ def real_setup(args):
     return model, model.vision_spec, benches[args.benchmark]
 
 
-def timed_predict(model, questions, build, batch_size, max_new_tokens):
+def timed(fn):
+    """(fn(), wall seconds), with the GPU synchronised on both sides (also used by genixer_throughput.py)."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    preds = predict(model, questions, build, batch_size, max_new_tokens, progress=False)
+    out = fn()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return preds, time.perf_counter() - t0
+    return out, time.perf_counter() - t0
+
+
+def timed_predict(model, questions, build, batch_size, max_new_tokens):
+    return timed(lambda: predict(model, questions, build, batch_size, max_new_tokens, progress=False))
 
 
 def main(argv=None):

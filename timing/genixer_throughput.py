@@ -14,13 +14,14 @@ import json
 import os.path as osp
 import sys
 import tempfile
-import time
 
 import torch
 
 from mg_llava.datagen import generate as G
 from mg_llava.datagen import judge as J
 from mg_llava.evaluation.loop import DTYPES, SampleBuilder, predict
+
+from eval_generate import timed   # this folder (the script's own directory is on sys.path)
 
 
 def tiny_setup(tmp):
@@ -31,16 +32,6 @@ def tiny_setup(tmp):
     model = build_random_model(assets).eval()
     from mg_llava.detection.boxfile import list_image_folder
     return model, list_image_folder(world['images'])[:24], None, None
-
-
-def timed(fn):
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    out = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - t0
 
 
 def main(argv=None):
