@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM=false
 # xtuner re-launches `python`/`torchrun` from PATH: make it the venv's.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo demo-distill test install clean
+.PHONY: demo demo-distill demo-genixer test install clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ demo: install
 # LLaVA-MoD on the demo: its model (made by `make demo` when absent) distilled into a smaller MoE student.
 demo-distill: install
 	bash script/demo_distill.sh
+
+# Genixer on the demo: a low-label learner's generator writes QA about fresh images, a judge filters, mix, compare.
+demo-genixer: install
+	bash script/demo_genixer.sh
 
 test: $(VENV)/.test-installed
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests

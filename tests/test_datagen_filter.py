@@ -181,7 +181,7 @@ def test_clip_filter_scores_are_clip_cosines(tool, tiny_world, tmp_path):
 def test_filter_bad_input_is_named(tool, random_export, tiny_world, tmp_path):
     data = tmp_path / 'g.json'
     data.write_text(json.dumps([{'id': 'x', 'image': 'missing.png', 'question': 'q', 'answer': 'a'}]))
-    with pytest.raises(SystemExit, match='not a judge export'):
+    with pytest.raises(SystemExit, match='not a judge'):
         tool.main(['judge', str(tmp_path), '--data', str(data), '--image-folder', '.',
                    '--out', str(tmp_path / 'o.json')])
     with pytest.raises(SystemExit, match='missing.png.*question x, judged sample.*image file not found'):
@@ -229,3 +229,75 @@ def test_clip_filter_resumes_after_an_interruption(tool, tmp_path, monkeypatch):
     assert resumed['n'] == 2   # batches 2 and 3 only: the finished first batch is read back, not scored again
     for name in ('kept.json', 'kept.scores.jsonl'):
         assert (tmp_path / 'b' / name).read_bytes() == (tmp_path / 'a' / name).read_bytes()
+
+
+def _varied(samples):
+    """The same samples with questions of different lengths: batches get left padding."""
+    qs = ['What colour is the star?', 'Is there a red star?', 'How many shapes are there in this picture?', 'Why?']
+    return [{**s, 'question': qs[i % len(qs)]} for i, s in enumerate(samples)]
+
+
+def test_judge_scores_do_not_depend_on_the_batch_padding(tool, random_export, generated, tiny_world, tmp_path):
+    path = tmp_path / 'varied.json'
+    path.write_text(json.dumps(_varied(generated[1])))
+    scores = {}
+    for bs in (1, 5):
+        out = tmp_path / f'b{bs}' / 'kept.json'
+        tool.main(['judge', random_export, '--data', str(path), '--image-folder', tiny_world['images'],
+                   '--no-progress', '--batch-size', str(bs), '--band', '0', '1', '--out', str(out)])
+        scores[bs] = [json.loads(line)['judge_score'] for line in open(out.parent / 'kept.scores.jsonl')]
+    assert scores[5] == pytest.approx(scores[1], abs=1e-5)
+
+
+@pytest.fixture(scope='module')
+def hf_vlm(tiny_assets, tmp_path_factory):
+    """A tiny random LlavaForConditionalGeneration + LlavaProcessor saved as llava-hf folders are."""
+    from transformers import (AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+    tok = AutoTokenizer.from_pretrained(tiny_assets['tokenizer'])
+    tok.add_special_tokens({'additional_special_tokens': ['<image>']})
+    torch.manual_seed(0)
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(image_size=28, patch_size=14, hidden_size=32, intermediate_size=64,
+                                       num_hidden_layers=1, num_attention_heads=2),
+        text_config=LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id),
+        image_token_index=tok.convert_tokens_to_ids('<image>'), vision_feature_layer=-1,
+        vision_feature_select_strategy='default')
+    out = tmp_path_factory.mktemp('llava_hf')
+    LlavaForConditionalGeneration(cfg).save_pretrained(out)
+    LlavaProcessor(image_processor=CLIPImageProcessor(size={'shortest_edge': 28}, crop_size=28), tokenizer=tok,
+                   patch_size=14, vision_feature_select_strategy='default', image_token='<image>',
+                   num_additional_image_tokens=1).save_pretrained(out)
+    return str(out)
+
+
+def test_transformers_native_judge(tool, hf_vlm, generated, tiny_world, tmp_path):
+    from PIL import Image
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    path = tmp_path / 'varied.json'
+    samples = _varied(generated[1])
+    path.write_text(json.dumps(samples))
+    args = ['judge', hf_vlm, '--data', str(path), '--image-folder', tiny_world['images'], '--no-progress',
+            '--batch-size', '4', '--band', '0', '1']
+    assert tool.main(args + ['--out', str(tmp_path / 'a' / 'kept.json')]) == 0
+    table = [json.loads(line) for line in open(tmp_path / 'a' / 'kept.scores.jsonl')]
+    assert [t['id'] for t in table] == [s['id'] for s in samples]
+    # by hand, one sample alone: the processor's LLaVA-1.5 prompt, a plain forward, softmax over the vocabulary
+    processor = AutoProcessor.from_pretrained(hf_vlm)
+    model = LlavaForConditionalGeneration.from_pretrained(hf_vlm).eval()
+    yes, no = J.yes_no_ids(processor.tokenizer)
+    for i in (0, 2):
+        s = samples[i]
+        text = f"USER: <image>\n{J.judge_prompt(s['question'], s['answer'])} ASSISTANT:"
+        image = Image.open(os.path.join(tiny_world['images'], s['image'])).convert('RGB')
+        with torch.no_grad():
+            inputs = processor(images=[image], text=[text], return_tensors='pt')
+            logits = model(input_ids=inputs['input_ids'], attention_mask=inputs['attention_mask'],
+                           pixel_values=inputs['pixel_values']).logits[0, -1]
+        probs = torch.softmax(logits, -1)
+        expect = (probs[yes].sum() / (probs[yes].sum() + probs[no].sum())).item()
+        assert table[i]['judge_score'] == pytest.approx(expect, abs=1e-5)
+    # the reference's sampled score needs a framework export
+    with pytest.raises(SystemExit, match='framework export'):
+        tool.main(args + ['--score', 'reference_geomean', '--out', str(tmp_path / 'b' / 'kept.json')])

@@ -1,11 +1,16 @@
 """The Genixer demo's helpers (mg_llava.demo.genixer): the ground-truth checker agrees with every question the
-world wrote, the labelled / unlabelled split and the generator + verifier data, box entries for new samples."""
+world wrote, the labelled split, fresh unlabelled images, the generator's and the judge's data, box entries for new
+samples."""
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mg_llava.datagen import formats as F
 from mg_llava.demo import genixer as G
+from mg_llava.demo import world as W
+from mg_llava.demo.world import generate_world
 
 
 def test_truth_agrees_with_the_world_and_rejects_wrong_answers(tiny_world):
@@ -33,41 +38,69 @@ def test_truth_agrees_with_the_world_and_rejects_wrong_answers(tiny_world):
     assert G.question_type('Is there a red star?\nPlease answer the question with yes or no.') == 'presence'
 
 
-def test_split_generator_and_verifier_data(tiny_world, tmp_path):
-    n = G.write_data(tiny_world['root'], tmp_path, labelled=4, unlabelled=5, seed=0)
+def test_split_generator_judge_data_and_fresh_images(tiny_world, tmp_path):
+    out = tmp_path / 'g'
+    n = G.write_data(tiny_world['root'], out, labelled=4, unlabelled=5, seed=0)
     sft = json.loads(open(tiny_world['sft']).read())
-    lab = json.loads((tmp_path / 'labelled.json').read_text())
+    lab = json.loads((out / 'labelled.json').read_text())
     assert lab == sft[:len(lab)] and sum(1 for r in lab if r.get('image')) == 4 == n['labelled_images']
-    unl = [json.loads(line) for line in open(tmp_path / 'unlabelled.jsonl')]
     lab_images = {r['image'] for r in lab if r.get('image')}
-    assert len(unl) == 5 and not lab_images & {u['image'] for u in unl} and set(unl[0]) == {'id', 'image'}
-    gen = json.loads((tmp_path / 'generator.json').read_text())
-    qa = [g for g in gen if g.get('task') == 'common']
-    verify = [g for g in gen if g.get('task') == 'verify']
-    assert len(qa) == n['generator'] == len(verify) == n['verify'] > 0
+    for name in lab_images:   # linked into the learner's image folder
+        assert (out / 'images' / name).read_bytes() == (Path(tiny_world['images']) / name).read_bytes()
+    # the unlabelled images are fresh ones of the same world (index 12.. of a 12-image world), with box entries
+    unl = [json.loads(line) for line in open(out / 'unlabelled.jsonl')]
+    assert [u['image'] for u in unl] == [f'{i:06d}.png' for i in range(12, 17)] and n['unlabelled'] == 5
+    assert [u['id'] for u in unl] == [f'unl_{i:06d}' for i in range(12, 17)]
+    bigger = generate_world(tmp_path / 'w', num_train=17, num_heldout=1)
+    boxes = {e['id']: e for e in json.loads((out / 'boxes.json').read_text())}
+    big_boxes = {e['id']: e for e in json.loads(open(bigger['boxes']).read())}
+    for u in unl:
+        assert (out / 'images' / u['image']).read_bytes() == (Path(bigger['images']) / u['image']).read_bytes()
+        assert {k: v for k, v in boxes[u['id']].items() if k != 'id'} == \
+            {k: v for k, v in big_boxes['sft_' + u['id'][4:]].items() if k != 'id'}
     scenes = G.Scenes(tiny_world['root'])
-    for g in qa:
+    gen = json.loads((out / 'generator.json').read_text())
+    assert len(gen) == n['generator'] > 0 and {g['task'] for g in gen} == {'common'}
+    for g in gen:
         assert g['image'] in lab_images
         (q, a), = F.parse_qa(g['conversations'][1]['value'])
         assert G.truth(scenes(g['image']), q, a) and 'Please answer' not in q
-    said = {g['conversations'][1]['value'] for g in verify}
-    assert said == {'Yes', 'No'}
-    for g in verify:   # Yes exactly when the shown answer is true
-        text = g['conversations'][0]['value']
+    # the judge's data covers every training image of the world; Yes exactly when the QA shown is true
+    judge = json.loads((out / 'judge.json').read_text())
+    assert len(judge) == n['judge'] and {j['image'] for j in judge} == {r['image'] for r in sft if r.get('image')}
+    assert {j['conversations'][1]['value'] for j in judge} == {'Yes', 'No'}
+    for j in judge:
+        text = j['conversations'][0]['value']
         (q, a), = F.parse_qa(text[text.index("'") + 1:text.rindex("'")])
-        assert G.truth(scenes(g['image']), q, a) == (g['conversations'][1]['value'] == 'Yes')
+        assert G.truth(scenes(j['image']), q, a) == (j['conversations'][1]['value'] == 'Yes')
     with pytest.raises(ValueError, match='labelled'):
-        G.write_data(tiny_world['root'], tmp_path, labelled=10, unlabelled=10)
+        G.write_data(tiny_world['root'], tmp_path, labelled=13, unlabelled=1)
+
+
+def test_absent_object_questions_are_never_true():
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for k in range(200):
+        scene = W.scene_for(0, 'train', k)
+        q, a = G.absent_object_question(scene['objects'], rng)
+        kinds.add(G.question_type(q))
+        assert not any(G.truth(scene, q, other) for other in G.ANSWER_TYPES[a][1]), q
+    assert kinds == {'colour', 'shape', 'leftright'}
 
 
 def test_box_entries_for_new_samples_copy_their_image(tiny_world, tmp_path):
-    recs = [{'id': 'gen_x', 'image': '000001.png'}, {'id': 'sft_000001', 'image': '000001.png'}]
-    assert G.extend_boxes(tiny_world['root'], recs, tmp_path / 'b.json') == 1
+    base = tmp_path / 'base.json'
+    base.write_text(json.dumps(json.loads(open(tiny_world['boxes']).read())
+                               + [{'id': 'unl_000020', 'boxes': [[1, 2, 3, 4]], 'scores': [0.5], 'labels': ['star']}]))
+    recs = [{'id': 'gen_x', 'image': '000001.png'}, {'id': 'sft_000001', 'image': '000001.png'},
+            {'id': 'gen_unl_000020', 'image': '000020.png'}]
+    assert G.extend_boxes(base, recs, tmp_path / 'b.json') == 2
     entries = {e['id']: e for e in json.loads((tmp_path / 'b.json').read_text())}
     assert {k: v for k, v in entries['gen_x'].items() if k != 'id'} == \
         {k: v for k, v in entries['sft_000001'].items() if k != 'id'}
+    assert entries['gen_unl_000020']['boxes'] == [[1, 2, 3, 4]]
     with pytest.raises(ValueError, match='no box entry'):
-        G.extend_boxes(tiny_world['root'], [{'id': 'g', 'image': 'nope.png'}], tmp_path / 'c.json')
+        G.extend_boxes(base, [{'id': 'g', 'image': 'nope.png'}], tmp_path / 'c.json')
 
 
 def test_precision_counts_true_samples(tiny_world):

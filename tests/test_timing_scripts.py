@@ -54,3 +54,31 @@ def test_workload_b_short_run_on_gpu():
     check_result(r, 'B')
     assert r['seq_len'] == 1206 and r['image_tokens'] == 576 and r['batch_size'] == 2
     assert 0 < r['mfu'] < 1 and r['peak_tflops'] == 989.0
+
+
+def test_length_mix_tiny_packs_the_same_samples_with_little_padding():
+    """timing/length_mix.py --tiny: padded, grouped and packed train on the same samples; packing's useful-token
+    fraction is near 1 and far above padded random batches (speed ratios are for docs/performance.md)."""
+    script = SCRIPT.parent / 'length_mix.py'
+    env = dict(os.environ, HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1', TOKENIZERS_PARALLELISM='false')
+    proc = subprocess.run([sys.executable, str(script), '--tiny', '--samples', '64', '--threads', '1'],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=SCRIPT.parents[1])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = {r['mode']: r for r in map(json.loads, proc.stdout.splitlines())}
+    assert set(rows) == {'padded', 'grouped', 'packed'}
+    assert all(r['samples'] == 64 and r['tokens_per_s'] > 0 and r['device'] == 'cpu' for r in rows.values())
+    assert rows['packed']['steps'] < rows['padded']['steps']
+    assert rows['packed']['useful_token_fraction'] > 0.9 > rows['padded']['useful_token_fraction']
+    assert rows['packed']['useful_fraction_vs_padded'] > 1.5
+
+
+def test_gpu_check_script_plumbing_in_smoke_mode(tmp_path):
+    """timing/gpu_check.sh with SMOKE=1 (tiny sizes, CPU): every check writes its JSON line, none an error."""
+    env = dict(os.environ, SMOKE='1', OUT=str(tmp_path), PYTHON=sys.executable,
+               PATH=f'{Path(sys.executable).parent}:{os.environ["PATH"]}')
+    proc = subprocess.run(['bash', str(SCRIPT.parent / 'gpu_check.sh')], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=SCRIPT.parents[1])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = [json.loads(ln) for ln in (tmp_path / 'gpu_check.jsonl').read_text().splitlines()]
+    assert {r['check'] for r in lines} == {'train_step', 'length_mix', 'eval_generate'}
+    assert not [r for r in lines if 'error' in r], lines

@@ -175,6 +175,18 @@ def model_flops(model, w, bs, seq, train_llm):
     return dict(llm=llm, clip=clip, convnext=convnext, adapters=adapters)
 
 
+def train_one_step(model, batch, amp, params, opt):
+    """H2D of the (pinned) batch as mmengine's train_step does, autocast forward, backward, clip 1.0, AdamW step."""
+    data = model.data_preprocessor(batch, True)
+    with torch.autocast(**amp):
+        loss = model(**data, mode='loss')['loss']
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def run(name, args, dev):
     w = dict(WORKLOADS[name])
     for key in ('batch_size', 'steps', 'warmup'):
@@ -196,23 +208,13 @@ def run(name, args, dev):
     use_amp = cuda or args.cpu_bf16
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp)
 
-    def step():
-        data = model.data_preprocessor(batch, True)  # H2D of the pinned batch, as mmengine's train_step does
-        with torch.autocast(**amp):
-            loss = model(**data, mode='loss')['loss']
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     times, losses = [], []
     for i in range(w['warmup'] + w['steps']):
         sync()
         t = time.perf_counter()
-        losses.append(step())
+        losses.append(train_one_step(model, batch, amp, params, opt))
         sync()
         times.append((time.perf_counter() - t) * 1e3)
         log(f'[{name}] step {i:2d}{" (warm-up)" if i < w["warmup"] else ""}: {times[-1]:8.1f} ms, '

@@ -6,7 +6,8 @@
         [--threshold 25] [--score cosine|raw_dot] [--min-size 50] [--batch-size 32]
     torchrun --nproc-per-node 8 tools/filter_data.py judge ... --launcher pytorch
 
-judge: a model of this framework (its export) answers "Is 'Question: … Answer: …' true for this image? … Yes or
+judge: a model of this framework (its export), or a transformers-native VLM folder (config.json + its processor,
+e.g. llava-hf/llava-1.5-7b-hf saved locally; P(Yes) only), answers "Is 'Question: … Answer: …' true for this image? … Yes or
 No." for every sample; P(Yes) over {Yes, No} of the first answer token, one greedy forward per batch; samples
 with lo <= P(Yes) <= hi are kept (default 0.5-0.7, Genixer's finding). `--score reference_geomean`: the
 reference's sampled geometric mean instead (stochastic; kept when the judge said Yes and the score is in band).
@@ -28,7 +29,8 @@ def parse_args(argv=None):
     sub = p.add_subparsers(dest='filter', required=True)
     for name in ('judge', 'clip'):
         s = sub.add_parser(name)
-        s.add_argument('model', help='judge export (judge) or local CLIPModel + CLIPProcessor folder (clip)')
+        s.add_argument('model', help='judge export or local transformers VLM folder (judge); local CLIPModel + '
+                       'CLIPProcessor folder (clip)')
         s.add_argument('--data', required=True, help='generated samples (.json list or .jsonl)')
         s.add_argument('--image-folder', required=True, help='root of the samples\' "image" paths')
         s.add_argument('--out', required=True, help='kept samples (.json)')
@@ -68,6 +70,7 @@ def run_judge(args, samples):
 
     from mg_llava.data import load_box_index
     from mg_llava.datagen import filtering as FL
+    from mg_llava.datagen import hf_judge as HJ
     from mg_llava.datagen import judge as J
     from mg_llava.errors import InputError, ResumeError
     from mg_llava.datagen.parts import close_parts, open_parts
@@ -76,18 +79,28 @@ def run_judge(args, samples):
     from mg_llava.inference.sharding import barrier, init_distributed, rank_and_world
     from mg_llava.models import MGLLaVAModel
 
-    if not osp.isfile(osp.join(args.model, 'mg_llava_config.json')):
-        raise InputError(args.model, '', 'not a judge export (no mg_llava_config.json)')
-    boxes = load_box_index(args.box_file) if args.box_file else None
+    hf = HJ.is_hf_vlm(args.model)
+    if not hf and not osp.isfile(osp.join(args.model, 'mg_llava_config.json')):
+        raise InputError(args.model, '', 'not a judge: neither an export (mg_llava_config.json) nor a transformers '
+                         'VLM folder (config.json + preprocessor_config.json)')
+    if hf and args.score != 'p_yes':
+        raise InputError(args.model, '', f'--score {args.score} needs a framework export as judge')
+    boxes = load_box_index(args.box_file) if args.box_file and not hf else None
     init_distributed(args.launcher)
     rank, world = rank_and_world()
     dtype = DTYPES[args.dtype]
     device = torch.device(f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available() else 'cpu')
-    model = MGLLaVAModel.from_pretrained(args.model, torch_dtype=dtype).to(device=device, dtype=dtype).eval()
-    step = J.p_yes_step(model.tokenizer) if args.score == 'p_yes' else J.reference_step(args.seed)
+    if hf:  # a transformers-native VLM: its own processor and prompt format, no object tokens
+        model = HJ.HFJudge(args.model, dtype, device)
+        build, step, digest = HJ.HFPromptBuilder(model), HJ.hf_p_yes_step(model), HJ.judge_digest(args.model)
+    else:
+        model = MGLLaVAModel.from_pretrained(args.model, torch_dtype=dtype).to(device=device, dtype=dtype).eval()
+        build = SampleBuilder(model, model.vision_spec, boxes, args.box_file)
+        step = J.p_yes_step(model.tokenizer) if args.score == 'p_yes' else J.reference_step(args.seed)
+        digest = R.export_digest(args.model)
     name = 'judge'
     try:
-        parts = open_parts(args.out, name, {'export': osp.abspath(args.model), 'digest': R.export_digest(args.model)},
+        parts = open_parts(args.out, name, {'export': osp.abspath(args.model), 'digest': digest},
                            {'data': args.data, 'image_folder': args.image_folder, 'box_file': args.box_file},
                            dict(score=args.score, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype),
                            args.restart, rank)
@@ -95,7 +108,7 @@ def run_judge(args, samples):
         sys.exit(f'filter_data: {e}')
     questions = FL.judge_questions(samples, args.image_folder)
     try:
-        scores = predict(model, questions, SampleBuilder(model, model.vision_spec, boxes, args.box_file),
+        scores = predict(model, questions, build,
                          batch_size=args.batch_size, num_workers=args.num_workers, desc='judge',
                          progress=not args.no_progress, partial=(parts, name), step=step)
     except InputError as e:

@@ -1,6 +1,5 @@
-# Genixer demo, the generator (and verifier): the labelled-only model fine-tuned on Genixer's format made from the
-# same labelled images: a two-level instruction -> `Question: … Answer: …`, plus the judge prompt about a true or
-# a wrong answer -> Yes / No (mg_llava.demo.genixer data writes generator.json).
+# Genixer demo, the generator: the labelled-only model fine-tuned on Genixer's format made from the same labelled
+# images: a two-level instruction -> `Question: … Answer: …` (mg_llava.demo.genixer data writes generator.json).
 from mmengine.config import read_base
 
 with read_base():

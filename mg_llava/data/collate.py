@@ -15,31 +15,45 @@ def _as_long(x):
 
 def mg_llava_collate_fn(instances, pad_index=0, padding_side='right', return_hf_format=False):
     """instances: dicts with input_ids (L_i,), optional labels (L_i,), and for image samples
-    pixel_values (3,s,s), optional pixel_values_aux (3,S,S), boxes (n_i,4), num_image_tokens T.
+    pixel_values (3,s,s), optional pixel_values_aux (3,S,S), boxes (n_i,4), num_image_tokens T; or packs (lists
+    of such dicts, MGLLaVADataset(pack_to_max_length=True)): one row each, plus sequence_ids (B,L) (sample number
+    within the row, -1 padding) and position_ids restarting per sample (data/packing.py).
 
     Returns {'data': dict, 'data_samples': None} with input_ids/labels/attention_mask/position_ids (B,L),
     pixel_values (N_img,3,s,s) or None, pixel_values_aux, boxes (K,4), box_batch_index (K,),
     visual_index (V,), supervised_index (N_sup,), num_image_tokens and max_boxes_per_image (ints: no host sync in the model), ids.
     """
-    ids = [_as_long(x['input_ids']) for x in instances]
+    packed = bool(instances) and isinstance(instances[0], (list, tuple))
+    rows = instances if packed else [[x] for x in instances]  # a packed row: several samples (data/packing.py)
+    instances = [x for row in rows for x in row]
+    ids = [[_as_long(x['input_ids']) for x in row] for row in rows]
     has_labels = all('labels' in x for x in instances)
-    bsz, max_len = len(ids), max(len(x) for x in ids)
+    lens = [sum(len(t) for t in row) for row in ids]
+    bsz, max_len = len(rows), max(lens)
     input_ids = torch.full((bsz, max_len), pad_index, dtype=torch.long)
     labels = torch.full((bsz, max_len), IGNORE_INDEX, dtype=torch.long)
     attention_mask = torch.zeros((bsz, max_len), dtype=torch.bool)
     position_ids = torch.zeros((bsz, max_len), dtype=torch.long)
-    for i, x in enumerate(instances):
-        n = len(ids[i])
+    sequence_ids = torch.full((bsz, max_len), -1, dtype=torch.long)
+    for i, row in enumerate(rows):
+        n = lens[i]
         sl = slice(0, n) if padding_side == 'right' else slice(max_len - n, max_len)
-        input_ids[i, sl] = ids[i]
+        sizes = torch.tensor([len(t) for t in ids[i]])
+        input_ids[i, sl] = torch.cat(ids[i])
         attention_mask[i, sl] = True
-        position_ids[i, sl] = torch.arange(n)
+        position_ids[i, sl] = torch.cat([torch.arange(len(t)) for t in ids[i]])  # restarting per sample
+        sequence_ids[i, sl] = torch.repeat_interleave(torch.arange(len(row)), sizes)
         if has_labels:
-            labels[i, sl] = _as_long(x['labels'])
+            row_labels = [_as_long(x['labels']).clone() for x in row]
+            for lab in row_labels[1:]:  # unpacked, a first label is never predicted (the shift drops it)
+                lab[0] = IGNORE_INDEX
+            labels[i, sl] = torch.cat(row_labels)
 
     images = [x for x in instances if x.get('pixel_values') is not None]
     data = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                 labels=labels if has_labels else None, pixel_values=None, ids=[x.get('id') for x in instances])
+    if packed:
+        data['sequence_ids'] = sequence_ids
     if has_labels:
         # flat positions of labels[:, 1:] that carry loss: the model runs the LM head only there
         data['supervised_index'] = (labels[:, 1:].reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)

@@ -22,6 +22,7 @@ from xtuner.utils import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from mg_llava.errors import BoxError, DataError, ImageError
 from mg_llava.templates import resolve_template
 
+from .packing import pack_indices, packing_stats
 from .preprocess import VisionSpec, load_image, preprocess_boxes, preprocess_image
 
 # The user's switch, named by every bad-sample error.
@@ -127,11 +128,16 @@ class MGLLaVADataset(torch.utils.data.Dataset):
         vision_spec: dict for VisionSpec (sizes, box policy). num_image_tokens: T per image (e.g. 576).
         box_json_path: offline boxes joined on `id` (MG-LLaVA object tokens); None = no object tokens.
         on_bad_sample: 'error' (raise, naming file and id) or 'skip' (count, warn, use the next sample).
+        pack_to_max_length: items are packs of samples filling max_packed_length tokens (text + visual; default
+            max_length) instead of single samples (data/packing.py); pack_oversize: 'error' or 'own_row' for a
+            sample longer than the budget. In skip mode a bad sample is dropped from its pack (nothing replaces it:
+            a substitute could overflow the budget).
     """
 
     def __init__(self, data_path, image_folder, tokenizer=None, template=None, max_length=1472, vision_spec=None,
                  num_image_tokens=576, box_json_path=None, offline_processed_text_folder=None,
-                 on_bad_sample='error', map_num_proc=1):
+                 on_bad_sample='error', map_num_proc=1, pack_to_max_length=False, max_packed_length=None,
+                 pack_oversize='error'):
         if tokenizer is None or template is None:
             raise ValueError('MGLLaVADataset needs the model\'s tokenizer and template. A training config gives them '
                              'in `model` only and the run fills them in; to build the dataset outside a run use '
@@ -155,6 +161,16 @@ class MGLLaVADataset(torch.utils.data.Dataset):
             text = self.tokenize(read_records(data_path), map_num_proc)
         self.text, self.problems = self._drop_bad_text(text)
         self.modality_length = self._modality_lengths()
+        self.packs = None
+        if pack_to_max_length:
+            budget = max_packed_length or max_length
+            lengths = [abs(n) for n in self.modality_length]
+            self.packs = pack_indices(lengths, budget, pack_oversize, ids=self.text['id'], source=data_path)
+            stats = packing_stats(lengths, self.packs, budget)
+            print_log(f'{data_path}: {stats["samples"]} samples packed into {stats["rows"]} rows of <= {budget} '
+                      f'tokens ({100 * stats["fill"]:.1f}% filled)', 'current')
+            # a length-grouping sampler sees packs: their summed lengths, all marked multimodal
+            self.modality_length = [sum(lengths[i] for i in p) for p in self.packs]
 
     # ---------------------------------------------------------------- build time
     def tokenize(self, records, num_proc=1):
@@ -225,23 +241,41 @@ class MGLLaVADataset(torch.utils.data.Dataset):
 
     # ---------------------------------------------------------------- per sample
     def __len__(self):
-        return len(self.text)
+        return len(self.text) if self.packs is None else len(self.packs)
 
     def __getitem__(self, index):
+        if self.packs is not None:
+            return self.load_pack(index)
         for attempt in range(min(len(self), 100)):
             i = (index + attempt) % len(self)
             try:
                 return self.load_sample(i)
             except (DataError, ImageError, BoxError) as e:
-                if self.on_bad_sample == 'error':
-                    if isinstance(e, DataError):
-                        raise DataError(e.path, e.where, f'{e.reason}; {SKIP_HINT}', kind=e.kind) from None
-                    raise
-                why = getattr(e, 'kind', type(e).__name__)
-                self.skipped[why] = self.skipped.get(why, 0) + 1
-                print_log(f'skipping bad sample ({sum(self.skipped.values())} so far): {e}', 'current',
-                          level=logging.WARNING)
+                self._bad_sample(e, 'skipping bad sample')
         raise DataError(self.data_path, None, 'too many consecutive bad samples')
+
+    def _bad_sample(self, e, doing):
+        """Error mode: raise (a DataError gets the skip hint). Skip mode: count it by kind and warn."""
+        if self.on_bad_sample == 'error':
+            if isinstance(e, DataError):
+                raise DataError(e.path, e.where, f'{e.reason}; {SKIP_HINT}', kind=e.kind) from None
+            raise e
+        why = getattr(e, 'kind', type(e).__name__)
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+        print_log(f'{doing} ({sum(self.skipped.values())} so far): {e}', 'current', level=logging.WARNING)
+
+    def load_pack(self, index):
+        """The samples of pack `index` (and, in skip mode, of the next packs while every sample of one is bad)."""
+        for attempt in range(min(len(self.packs), 100)):
+            pack = []
+            for i in self.packs[(index + attempt) % len(self.packs)]:
+                try:
+                    pack.append(self.load_sample(i))
+                except (DataError, ImageError, BoxError) as e:
+                    self._bad_sample(e, 'dropping a bad sample from its pack')
+            if pack:
+                return pack
+        raise DataError(self.data_path, None, 'too many consecutive bad packs')
 
     def load_sample(self, i):
         row = self.text[i]

@@ -64,6 +64,13 @@ def in_band(score, band=DEFAULT_BAND):
     return lo <= score <= hi
 
 
+def left_padded_positions(mask):
+    """Position ids of a LEFT-padded batch as `generate` makes them: each row counts from 0 at its first real token
+    (without them a padded row's tokens would sit at shifted RoPE positions and score differently)."""
+    pos = mask.long().cumsum(-1) - 1
+    return pos.masked_fill(mask == 0, 1)
+
+
 def first_token_logits(model, data):
     """A LEFT-padded prompt batch (inference.prompt.collate_prompts) -> the LLM's next-token logits (B, V) at the
     last position only (no logits for the rest of the prompt)."""
@@ -74,8 +81,9 @@ def first_token_logits(model, data):
         data = to_device(data, next(model.llm.parameters()).device)
         if hasattr(model, 'set_routing'):
             model.set_routing(data['attention_mask'])
-        hidden = model.llm.get_decoder()(inputs_embeds=model.embed_inputs(data),
-                                         attention_mask=data['attention_mask']).last_hidden_state
+        mask = data['attention_mask']
+        hidden = model.llm.get_decoder()(inputs_embeds=model.embed_inputs(data), attention_mask=mask,
+                                         position_ids=left_padded_positions(mask)).last_hidden_state
         return model.llm.get_output_embeddings()(hidden[:, -1])
 
 

@@ -2,14 +2,19 @@
 
     python -m mg_llava.demo.genixer data WORLD OUT [--labelled 600] [--unlabelled 3000] [--seed 0]
         OUT/labelled.json      the first N image samples of the world's SFT file (+ its text-only ones): all the
-                               labels there are
+                               labels the learner has
         OUT/generator.json     Genixer training data from them: each short-answer turn as `Question: … Answer: …`
-                               (task common, two-level instructions), plus the verifier's Yes/No samples (the
-                               judge prompt about the true answer -> Yes, about a plausible wrong one -> No)
-        OUT/unlabelled.jsonl   {id, image} of the next M training images: their questions are never read
-    python -m mg_llava.demo.genixer boxes WORLD OUT_BOXES DATA.json [...]
-        the world's box file plus an entry for each sample of DATA without one (its image's detector boxes),
-        for MG-LLaVA's object tokens
+                               (task common, two-level instructions)
+        OUT/judge.json         the judge's Yes/No data about all the world's training images (the judge is `make
+                               demo`'s model, which learnt from all of them): the judge prompt about a true answer
+                               -> Yes, about a wrong one or about an object the image lacks -> No
+        OUT/images/            the labelled images (links into WORLD/images) and M fresh images of the same world
+                               (training indices num_train.., rendered as a larger world would): nobody's labels
+        OUT/unlabelled.jsonl   {id: unl_N, image: N.png} of the fresh images
+        OUT/boxes.json         the world's box file + the fresh images' detector boxes
+    python -m mg_llava.demo.genixer boxes BOX_FILE OUT_BOXES DATA.json [...]
+        BOX_FILE's entries plus an entry for each sample of DATA without one (its image's detector boxes), for
+        MG-LLaVA's object tokens
     python -m mg_llava.demo.genixer report WORLD GENERATED KEPT LABELLED_EXPORT MIXED_EXPORT
         generated precision (the fraction of generated QA true for their image, checked against the world's
         scenes) before and after filtering, held-out accuracy per type, and the last line
@@ -17,6 +22,7 @@
 """
 import argparse
 import json
+import os
 import re
 from pathlib import Path
 
@@ -104,54 +110,110 @@ def precision(world_dir, samples):
     return (100 * sum(h for h, _ in by_type.values()) / total if total else 0.0), by_type
 
 
-def write_data(world_dir, out_dir, labelled=600, unlabelled=3000, seed=0):
-    """The split and the generator's training data (module docstring). Returns a dict of counts."""
-    records = json.loads((Path(world_dir) / 'sft.json').read_text())
-    image_recs = [r for r in records if r.get('image')]
-    if labelled + unlabelled > len(image_recs):
-        raise ValueError(f'{labelled} labelled + {unlabelled} unlabelled > the {len(image_recs)} images of '
-                         f'{world_dir}/sft.json')
-    last = image_recs[labelled - 1]['id']
-    cut = next(i for i, r in enumerate(records) if r.get('id') == last) + 1
-    lab = records[:cut]
-    rng = np.random.default_rng(seed)
-    qa, verify = [], []
-    for r in lab:
+def verify_samples(world_dir, records, seed=0, absent=0.25, presence_yes=0.75):
+    """The judge's Yes/No training data from labelled records: the judge prompt about each short-answer turn with
+    its true answer (-> Yes) or, half of the time, a wrong one (-> No); and, for an `absent` fraction of the images,
+    a question about an object the image does not hold (-> No, whatever the answer): the generator's other error.
+
+    A presence QA is true when the stated yes/no matches the image: an XOR of two things, which a small model
+    trained from balanced data learns only after a long plateau (seed-dependent: measured). Stating 'yes' in a
+    `presence_yes` share makes Yes/No follow what the image shows first (Yes and No stay balanced: the world's
+    presence answers are 50/50); the flip for a stated 'no' is learnt on top of that."""
+    scenes, rng, out = Scenes(world_dir), np.random.default_rng(seed), []
+    for r in records:
         turns = short_answer_turns(r) if r.get('image') else []
         if not turns:
             continue
-        qa.append({'id': r['id'], 'image': r['image'], 'conversations': [
-            c for q, a in turns for c in ({'from': 'human', 'value': q}, {'from': 'gpt', 'value': a})]})
-        for k, (q, a) in enumerate(turns):
+        pairs = []
+        for q, a in turns:
+            if ANSWER_TYPES[a][0] == 'presence':
+                shown = 'yes' if rng.random() < presence_yes else 'no'
+                pairs.append((q, shown, 'Yes' if shown == a else 'No'))
+                continue
             wrong = [c for c in ANSWER_TYPES[a][1] if c != a]
-            shown, said = (a, 'Yes') if rng.random() < 0.5 else (wrong[rng.integers(len(wrong))], 'No')
-            verify.append({'id': f'verify_{r["id"]}_{k}', 'image': r['image'], 'task': 'verify', 'conversations': [
-                {'from': 'human', 'value': '<image>\n' + judge_prompt(q, shown)}, {'from': 'gpt', 'value': said}]})
-    gen = generator_samples('common', qa, seed=seed, task_specific=0.5, source=f'{world_dir}/sft.json')
+            pairs.append((q, a, 'Yes') if rng.random() < 0.5 else (q, wrong[rng.integers(len(wrong))], 'No'))
+        if rng.random() < absent:
+            pairs.append((*absent_object_question(scenes(r['image'])['objects'], rng), 'No'))
+        out += [{'id': f'verify_{r["id"]}_{k}', 'image': r['image'], 'task': 'verify', 'conversations': [
+            {'from': 'human', 'value': '<image>\n' + judge_prompt(q, a)}, {'from': 'gpt', 'value': said}]}
+            for k, (q, a, said) in enumerate(pairs)]
+    return out
+
+
+def absent_object_question(objects, rng):
+    """(question, answer) of a colour, shape or left/right question naming something the image does not hold."""
+    shapes, colours = {o['shape'] for o in objects}, {o['colour'] for o in objects}
+    kind = ('colour', 'shape', 'leftright')[rng.integers(3)]
+    if kind == 'colour':
+        shape = sorted(set(W.SHAPES) - shapes)[rng.integers(len(W.SHAPES) - len(shapes))]
+        return W.QUESTION_TYPES['colour'][0].format(shape=shape), list(W.COLOURS)[rng.integers(len(W.COLOURS))]
+    if kind == 'shape':
+        colour = sorted(set(W.COLOURS) - colours)[rng.integers(len(W.COLOURS) - len(colours))]
+        return W.QUESTION_TYPES['shape'][0].format(colour=colour), W.SHAPES[rng.integers(len(W.SHAPES))]
+    o = objects[rng.integers(len(objects))]
+    present = {(p['colour'], p['shape']) for p in objects}
+    absent = sorted((c, s) for c in W.COLOURS for s in W.SHAPES if (c, s) not in present and c != o['colour']
+                    and s != o['shape'])
+    c, s = absent[rng.integers(len(absent))]
+    a, b = ((o['colour'], o['shape']), (c, s))[::1 if rng.random() < 0.5 else -1]
+    q = W.QUESTION_TYPES['leftright'][0].format(colour1=a[0], shape1=a[1], colour2=b[0], shape2=b[1])
+    return q, ('left', 'right')[rng.integers(2)]
+
+
+def write_data(world_dir, out_dir, labelled=600, unlabelled=3000, seed=0):
+    """The split, the generator's and the judge's training data and the unlabelled images (module docstring).
+    Returns a dict of counts."""
+    world = Path(world_dir)
+    meta = json.loads((world / 'world.json').read_text())
+    records = json.loads((world / 'sft.json').read_text())
+    image_recs = [r for r in records if r.get('image')]
+    if not 0 < labelled <= len(image_recs):
+        raise ValueError(f'{labelled} labelled images: {world}/sft.json has {len(image_recs)}')
+    last = image_recs[labelled - 1]['id']
+    cut = next(i for i, r in enumerate(records) if r.get('id') == last) + 1
+    lab = records[:cut]
+    qa = []
+    for r in lab:
+        turns = short_answer_turns(r) if r.get('image') else []
+        if turns:
+            qa.append({'id': r['id'], 'image': r['image'], 'conversations': [
+                c for q, a in turns for c in ({'from': 'human', 'value': q}, {'from': 'gpt', 'value': a})]})
+    gen = generator_samples('common', qa, seed=seed, task_specific=0.5, source=f'{world}/sft.json')
+    judge = verify_samples(world, image_recs, seed=seed)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    images = out / 'images'
+    images.mkdir(parents=True, exist_ok=True)
+    for r in lab:  # the labelled images, linked: one image folder for everything the learner trains on
+        if r.get('image') and not (images / r['image']).is_symlink():
+            (images / r['image']).symlink_to(os.path.relpath(world.resolve() / 'images' / r['image'], images.resolve()))
+    first = meta['num_train']  # fresh images of the same world: neither the learner nor the judge saw them
+    dets = W.render_train_images(images, range(first, first + unlabelled), meta['seed'],
+                                 tuple(meta['image_size_range']))
+    unl = [{'id': f'unl_{Path(f).stem}', 'image': f} for f in dets]
+    boxes = json.loads((world / 'boxes.json').read_text()) + [{'id': u['id'], **dets[u['image']]} for u in unl]
     (out / 'labelled.json').write_text(json.dumps(lab))
-    (out / 'generator.json').write_text(json.dumps(gen + verify))
-    rest = image_recs[labelled:labelled + unlabelled]
-    (out / 'unlabelled.jsonl').write_text(''.join(json.dumps({'id': r['id'], 'image': r['image']}) + '\n'
-                                                  for r in rest))
-    return {'labelled': len(lab), 'labelled_images': labelled, 'generator': len(gen), 'verify': len(verify),
-            'unlabelled': len(rest)}
+    (out / 'generator.json').write_text(json.dumps(gen))
+    (out / 'judge.json').write_text(json.dumps(judge))
+    (out / 'boxes.json').write_text(json.dumps(boxes))
+    (out / 'unlabelled.jsonl').write_text(''.join(json.dumps(u) + '\n' for u in unl))
+    return {'labelled': len(lab), 'labelled_images': labelled, 'generator': len(gen), 'judge': len(judge),
+            'judge_images': len(image_recs), 'unlabelled': len(unl)}
 
 
-def extend_boxes(world_dir, records, out_path):
-    """The world's box entries plus, for every record without one (generator, verifier and generated samples),
-    a copy of its image's entry (the SFT sample of that image). Returns the number added."""
-    entries = json.loads((Path(world_dir) / 'boxes.json').read_text())
+def extend_boxes(box_file, records, out_path):
+    """The entries of `box_file` plus, for every record without one (generator, judge and generated samples), a
+    copy of its image's entry (that of the world's SFT sample `sft_N` or unlabelled image `unl_N` of N.png).
+    Returns the number added."""
+    entries = json.loads(Path(box_file).read_text())
     ids = {e['id'] for e in entries}
-    by_image = {f'{e["id"][len("sft_"):]}.png': e for e in entries if e['id'].startswith('sft_')}
+    by_image = {f'{e["id"][4:]}.png': e for e in entries if e['id'][:4] in ('sft_', 'unl_')}
     added = 0
     for r in records:
         if r['id'] in ids or not r.get('image'):
             continue
         src = by_image.get(r['image'])
         if src is None:
-            raise ValueError(f'sample {r["id"]}: no box entry for its image {r["image"]!r}')
+            raise ValueError(f'sample {r["id"]}: no box entry for its image {r["image"]!r} in {box_file}')
         entries.append({**src, 'id': r['id']})
         ids.add(r['id'])
         added += 1
@@ -185,7 +247,7 @@ def main(argv=None):
     d.add_argument('--unlabelled', type=int, default=3000)
     d.add_argument('--seed', type=int, default=0)
     b = sub.add_parser('boxes')
-    b.add_argument('world_dir')
+    b.add_argument('box_file')
     b.add_argument('out')
     b.add_argument('data', nargs='+', help='json files whose samples need box entries')
     r = sub.add_parser('report')
@@ -197,11 +259,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.cmd == 'data':
         n = write_data(args.world_dir, args.out_dir, args.labelled, args.unlabelled, args.seed)
-        print(f"labelled: {n['labelled_images']} images ({n['labelled']} samples); generator data: {n['generator']} "
-              f"QA + {n['verify']} Yes/No verifications; unlabelled: {n['unlabelled']} images -> {args.out_dir}")
+        print(f"labelled: {n['labelled_images']} images ({n['labelled']} samples), Genixer data from them: "
+              f"{n['generator']}; judge data: {n['judge']} Yes/No samples about the world's {n['judge_images']} "
+              f"training images; unlabelled: {n['unlabelled']} fresh images -> {args.out_dir}")
     elif args.cmd == 'boxes':
         records = [r for path in args.data for r in json.loads(Path(path).read_text())]
-        n = extend_boxes(args.world_dir, records, args.out)
+        n = extend_boxes(args.box_file, records, args.out)
         print(f'box entries for {n} more samples -> {args.out}')
     else:
         from mg_llava.demo.distill import report

@@ -238,6 +238,18 @@ def benchmark_formats(qs, rng, frac=FORMAT_FRAC):
     return qs
 
 
+def render_train_images(out_dir, indices, seed=0, image_size_range=(96, 160)):
+    """Render training images `indices` into out_dir exactly as generate_world would in a world that large (image i
+    has its own streams), without their questions: unlabelled images. -> {file name: fake detections}."""
+    out, dets = Path(out_dir), {}
+    out.mkdir(parents=True, exist_ok=True)
+    for i in indices:
+        scene, fname = scene_for(seed, 'train', i, image_size_range), f'{i:06d}.png'
+        render_scene(scene, _rng(seed, 'train', i, _NOISE)).save(out / fname)
+        dets[fname] = detections(scene, _rng(seed, 'train', i, _BOXES))
+    return dets
+
+
 def _turns(pairs, with_image):
     conv = []
     for k, (q, a) in enumerate(pairs):

@@ -97,7 +97,7 @@ class MimicDistillLLaVAModel(TeacherStudentLLaVAModel):
     def distill_positions(self, data):
         """(N,) flat positions into hidden[:, :-1] whose next-token distributions are distilled."""
         if self.distill_all_tokens:
-            return losses.all_token_positions(data['attention_mask'])
+            return losses.all_token_positions(data['attention_mask'], data.get('sequence_ids'))
         idx = data.get('supervised_index')
         return idx if idx is not None else losses.response_positions(data['labels'])
 

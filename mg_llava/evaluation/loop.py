@@ -72,16 +72,18 @@ class SampleBuilder:
 
 
 class _Batches(Dataset):
-    """Item i = batch i, collated left-padded (image decoding and preprocessing run in the workers)."""
+    """Item i = batch i, collated left-padded (image decoding and preprocessing run in the workers) by
+    collate_prompts, or by `build.collate` (a transformers-native judge's processor, datagen.hf_judge)."""
 
     def __init__(self, batches, build, tokenizer):
         self.batches, self.build, self.tokenizer = batches, build, tokenizer
+        self.collate = getattr(build, 'collate', collate_prompts)
 
     def __len__(self):
         return len(self.batches)
 
     def __getitem__(self, i):
-        return collate_prompts([self.build(q) for q in self.batches[i]], self.tokenizer)
+        return self.collate([self.build(q) for q in self.batches[i]], self.tokenizer)
 
 
 def make_batches(questions, tokenizer, batch_size):

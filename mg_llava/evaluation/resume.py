@@ -82,10 +82,15 @@ def export_digest(export_dir):
     for sub in EXPORT_FOLDERS:
         for root, _, names in os.walk(osp.join(export_dir, sub)):
             files += [osp.relpath(osp.join(root, n), export_dir) for n in names]
+    return files_digest(export_dir, files)
+
+
+def files_digest(root, files):
+    """'sha256:<hex>' over `files` (paths relative to root): each one's path, size and bytes, in sorted order."""
     h = hashlib.sha256()
     for rel in sorted(files):
         h.update(rel.replace(os.sep, '/').encode() + b'\0')
-        _hash_file(h, osp.join(export_dir, rel))
+        _hash_file(h, osp.join(root, rel))
     return 'sha256:' + h.hexdigest()
 
 

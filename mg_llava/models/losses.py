@@ -47,6 +47,20 @@ def next_token_ce(logits, targets):
     return F.cross_entropy(logits, targets)
 
 
+def global_token_mean_ce(logits, targets):
+    """Cross-entropy for packed batches under data parallelism: this rank's summed token losses divided by the mean
+    supervised-token count per rank, so that DDP's average of the ranks' gradients equals the gradient of the token
+    mean over every rank's tokens (packed rows hold different numbers of supervised tokens; a per-rank mean would
+    weigh a rank's tokens by 1 / its own count). The count is all-reduced on the device (no host sync). One process:
+    exactly next_token_ce."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return next_token_ce(logits, targets)
+    count = (targets != IGNORE_INDEX).sum().to(logits.dtype if logits.is_floating_point() else torch.float32)
+    dist.all_reduce(count)
+    return F.cross_entropy(logits, targets, reduction='sum') * dist.get_world_size() / count.clamp(min=1)
+
+
 def wants_router_logits(llm):
     """MoE LLMs (Mixtral, Qwen2-MoE, ...) add a load-balancing loss when their config says so."""
     return bool(getattr(llm.config, 'output_router_logits', False))
@@ -78,15 +92,19 @@ def response_positions(labels):
     return (labels[:, 1:].reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
 
 
-def all_token_positions(attention_mask):
+def all_token_positions(attention_mask, sequence_ids=None):
     """attention_mask (B, L) (bool or 0/1) -> LongTensor (N,) of flat positions t (into hidden[:, :-1]) where both
     token t and token t+1 are real (non-padding) tokens: every prediction of a real token from a real context,
-    image and prompt tokens included (`distill_all_tokens`). Works for left and right padding.
+    image and prompt tokens included (`distill_all_tokens`). Works for left and right padding. A packed batch's
+    sequence_ids (B, L) also drop the positions where t+1 starts another sample.
 
     The reference's DISTILL_ALL_TOKENS uses a mask of all ones, so it also distils padding positions (spec §11.7).
     """
     m = attention_mask.bool()
-    return (m[:, :-1] & m[:, 1:]).reshape(-1).nonzero().squeeze(1)
+    keep = m[:, :-1] & m[:, 1:]
+    if sequence_ids is not None:
+        keep &= sequence_ids[:, :-1] == sequence_ids[:, 1:]
+    return keep.reshape(-1).nonzero().squeeze(1)
 
 
 def _rows(hidden, positions):

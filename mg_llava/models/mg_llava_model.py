@@ -24,6 +24,7 @@ from xtuner.model.utils import LoadWoInit, guess_load_checkpoint
 from xtuner.utils import IMAGE_TOKEN_INDEX
 
 from mg_llava.data.geometry import geometry_errors, tower_name
+from mg_llava.data.packing import llm_attention_inputs
 
 from . import export, losses
 from .components import build_llm, build_tokenizer, build_visual_encoder, build_visual_encoder_aux
@@ -253,8 +254,8 @@ class MGLLaVAModel(BaseModel):
         extra = {'output_router_logits': True} if losses.wants_router_logits(self.llm) else {}
         embeds = self.embed_inputs(data, tower_cache=tower_cache)
         with self._routing(data):
-            out = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=data['attention_mask'],
-                                         position_ids=data.get('position_ids'), use_cache=False, **extra)
+            out = self.llm.get_decoder()(inputs_embeds=embeds, use_cache=False,
+                                         **llm_attention_inputs(self.llm, data, embeds.dtype), **extra)
         aux = {}
         if extra:
             aux['router_loss'] = losses.router_aux_loss(self.llm, out.router_logits, data['attention_mask'])
@@ -290,8 +291,9 @@ class MGLLaVAModel(BaseModel):
         if mode == 'loss':
             return self.compute_loss(data)
         if mode == 'tensor':
-            return self.llm(inputs_embeds=self.embed_inputs(data), attention_mask=data['attention_mask'],
-                            position_ids=data.get('position_ids'), use_cache=False).logits
+            embeds = self.embed_inputs(data)
+            return self.llm(inputs_embeds=embeds, use_cache=False,
+                            **llm_attention_inputs(self.llm, data, embeds.dtype)).logits
         # generation is mg_llava.inference's job (one engine for eval, chat and data generation), not a mode
         raise ValueError(f"mode must be 'loss' or 'tensor', got {mode!r} (to generate: mg_llava.inference)")
 
@@ -308,9 +310,12 @@ class MGLLaVAModel(BaseModel):
             # HF's own forward: includes a native MoE's router loss itself when the config asks for it
             embeds = self.embed_inputs(data)
             with self._routing(data):
-                loss = self.llm(inputs_embeds=embeds, attention_mask=data['attention_mask'],
-                                position_ids=data.get('position_ids'), labels=data['labels'], use_cache=False).loss
+                loss = self.llm(inputs_embeds=embeds, labels=data['labels'], use_cache=False,
+                                **llm_attention_inputs(self.llm, data, embeds.dtype)).loss
             return {'loss': loss, **self._upcycled_router_loss()}
         hidden, aux = self.forward_hidden(data)
-        ce = losses.next_token_ce(self.lm_logits_at(hidden, idx), losses.targets_at(data['labels'], idx))
+        # packed rows: the token mean over all ranks' tokens (losses.global_token_mean_ce); unpacked: xtuner's
+        # per-rank mean, unchanged
+        ce_fn = losses.global_token_mean_ce if data.get('sequence_ids') is not None else losses.next_token_ce
+        ce = ce_fn(self.lm_logits_at(hidden, idx), losses.targets_at(data['labels'], idx))
         return {'loss': ce, **aux}
