@@ -301,3 +301,32 @@ def test_transformers_native_judge(tool, hf_vlm, generated, tiny_world, tmp_path
     # the reference's sampled score needs a framework export
     with pytest.raises(SystemExit, match='framework export'):
         tool.main(args + ['--score', 'reference_geomean', '--out', str(tmp_path / 'b' / 'kept.json')])
+
+
+def test_answer_score_is_the_teacher_forced_answer_probability(tool, random_export, generated, tiny_world, tmp_path):
+    """--score answer (round-trip consistency): each sample alone, by hand: the question as the prompt, the answer's
+    tokens appended, exp(mean log p(answer token)). Batched with left padding and multi-token answers: the same."""
+    from mg_llava.evaluation.loop import SampleBuilder
+    from mg_llava.inference.prompt import collate_prompts
+    from mg_llava.models import MGLLaVAModel
+    samples = [dict(s, answer=['red', 'a blue star', 'two'][i % 3]) for i, s in enumerate(_varied(generated[1]))]
+    path = tmp_path / 'answers.json'
+    path.write_text(json.dumps(samples))
+    out = tmp_path / 'a' / 'kept.json'
+    assert tool.main(['judge', random_export, '--data', str(path), '--image-folder', tiny_world['images'],
+                      '--no-progress', '--batch-size', '5', '--band', '0', '1', '--score', 'answer',
+                      '--out', str(out)]) == 0
+    table = {json.loads(line)['id']: json.loads(line)['judge_score'] for line in open(out.parent / 'kept.scores.jsonl')}
+    model = MGLLaVAModel.from_pretrained(random_export).eval()
+    for s in samples[:3]:
+        q = FL.answer_questions([s], tiny_world['images'])[0]
+        prompt = SampleBuilder(model, model.vision_spec)(q)
+        answer = model.tokenizer.encode(s['answer'], add_special_tokens=False)
+        full = dict(prompt, input_ids=list(prompt['input_ids']) + answer)
+        data = collate_prompts([full], model.tokenizer)
+        with torch.no_grad():
+            logits = model.llm(inputs_embeds=model.embed_inputs(data), attention_mask=data['attention_mask']).logits[0]
+        logp = torch.log_softmax(logits.float(), -1)
+        n, L = len(answer), logits.shape[0]
+        expect = torch.exp(torch.stack([logp[L - n + k - 1, answer[k]] for k in range(n)]).mean()).item()
+        assert table[s['id']] == pytest.approx(expect, rel=1e-4), s

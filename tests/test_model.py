@@ -288,3 +288,23 @@ def test_trainable_vit_has_no_parameter_without_gradient():
     model(batch, mode='loss')['loss'].backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
+
+
+def test_tower_dtype_casts_frozen_towers_only_and_trains():
+    """tower_dtype='bfloat16': frozen towers' weights in bf16, trained parts untouched, the loss close to fp32's
+    and the adapters get gradients (CPU, no autocast: the towers cast their input, fusion/pooling cast back)."""
+    samples = [make_sample(3, 4, n_obj=2, seed=21), make_sample(2, 5, n_obj=1, seed=22)]
+    batch = mg_llava_collate_fn(samples, return_hf_format=True)
+    ref = tiny_model(freeze_llm=False).train()
+    low = tiny_model(freeze_llm=False, tower_dtype='bfloat16').train()
+    assert {p.dtype for p in low.visual_encoder.parameters()} == {torch.bfloat16}   # frozen by default
+    assert {p.dtype for p in low.visual_encoder_aux.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in low.projector.parameters()} == {p.dtype for p in low.llm.parameters()} == {torch.float32}
+    loss_ref, loss_low = ref(batch, mode='loss')['loss'], low(batch, mode='loss')['loss']
+    torch.testing.assert_close(loss_low, loss_ref, rtol=2e-2, atol=0)
+    loss_low.backward()
+    assert low.projector.model[0].weight.grad is not None
+    trained_vit = tiny_model(freeze_visual_encoder=False, tower_dtype='bfloat16')
+    assert {p.dtype for p in trained_vit.visual_encoder.parameters()} == {torch.float32}
+    with pytest.raises(ValueError, match='tower_dtype'):
+        tiny_model(tower_dtype='bf16')

@@ -11,6 +11,8 @@ e.g. llava-hf/llava-1.5-7b-hf saved locally; P(Yes) only), answers "Is 'Question
 No." for every sample; P(Yes) over {Yes, No} of the first answer token, one greedy forward per batch; samples
 with lo <= P(Yes) <= hi are kept (default 0.5-0.7, Genixer's finding). `--score reference_geomean`: the
 reference's sampled geometric mean instead (stochastic; kept when the judge said Yes and the score is in band).
+`--score answer`: round-trip consistency instead of the Yes/No prompt: the judge is asked the generated question and
+scores its own probability of the generated answer (geometric mean over the answer's tokens, one forward).
 clip: REC samples (expression, box) scored by 100 * cos(CLIP(crop), CLIP(expression)) with a local CLIPModel;
 crops under --min-size px and unparsable samples are rejected with the reason.
 
@@ -41,7 +43,8 @@ def parse_args(argv=None):
         s.add_argument('--restart', action='store_true', help='delete the partial output of an interrupted run')
     j = sub.choices['judge']
     j.add_argument('--band', type=float, nargs=2, default=(0.5, 0.7), metavar=('LO', 'HI'))
-    j.add_argument('--score', choices=('p_yes', 'reference_geomean'), default='p_yes')
+    j.add_argument('--score', choices=('p_yes', 'reference_geomean', 'answer'), default='p_yes',
+                   help="answer: not Genixer's; the judge's probability of the generated answer to the question")
     j.add_argument('--seed', type=int, default=0, help='reference_geomean sampling seed')
     j.add_argument('--box-file', help='detector boxes of the images (a judge with object tokens)')
     j.add_argument('--num-workers', type=int, default=0)
@@ -96,7 +99,11 @@ def run_judge(args, samples):
     else:
         model = MGLLaVAModel.from_pretrained(args.model, torch_dtype=dtype).to(device=device, dtype=dtype).eval()
         build = SampleBuilder(model, model.vision_spec, boxes, args.box_file)
-        step = J.p_yes_step(model.tokenizer) if args.score == 'p_yes' else J.reference_step(args.seed)
+        if args.score == 'answer':  # round-trip consistency: the question itself, the answer's tokens appended
+            build = J.AnswerPromptBuilder(build, model.tokenizer)
+            step = J.answer_step({s['id']: len(J.answer_ids(model.tokenizer, s['answer'])) for s in samples})
+        else:
+            step = J.p_yes_step(model.tokenizer) if args.score == 'p_yes' else J.reference_step(args.seed)
         digest = R.export_digest(args.model)
     name = 'judge'
     try:
@@ -106,7 +113,7 @@ def run_judge(args, samples):
                            args.restart, rank)
     except ResumeError as e:
         sys.exit(f'filter_data: {e}')
-    questions = FL.judge_questions(samples, args.image_folder)
+    questions = (FL.answer_questions if args.score == 'answer' else FL.judge_questions)(samples, args.image_folder)
     try:
         scores = predict(model, questions, build,
                          batch_size=args.batch_size, num_workers=args.num_workers, desc='judge',

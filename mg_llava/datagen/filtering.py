@@ -3,7 +3,7 @@ Samples are matched by id end to end (never by position); a sample that cannot b
 
   judge  sample -> judge_prompt(question, answer) + its image -> the evaluation engine's batches with a judge
          step (judge.p_yes_step, or judge.reference_step) -> kept when the score is in the band (reference mode:
-         and the judge said Yes)
+         and the judge said Yes); --score answer: the question itself + the answer's tokens (judge.answer_step)
   clip   REC sample -> (expression, box) -> crop (>= 50 px) -> 100 * cos(CLIP image, CLIP text) >= threshold
 """
 import os.path as osp
@@ -37,9 +37,16 @@ def judge_questions(samples, image_root):
              'where': 'judged sample'} for s in samples]
 
 
+def answer_questions(samples, image_root):
+    """Generated samples -> question dicts asking the generated question itself, its answer carried (--score answer)."""
+    return [dict(q, text=s['question'], answer=s['answer'])
+            for q, s in zip(judge_questions(samples, image_root), samples)]
+
+
 def judge_keep(score, band, mode='p_yes'):
-    """p_yes: score is a float in the band. reference_geomean: score is {'score', 'said'}: said Yes and in band."""
-    if mode == 'p_yes':
+    """p_yes / answer: score is a float in the band. reference_geomean: score is {'score', 'said'}: said Yes and in
+    band."""
+    if mode in ('p_yes', 'answer'):
         return in_band(score, band)
     return (score['score'] is not None and score['said'].strip().lower().startswith('yes')
             and in_band(score['score'], band))

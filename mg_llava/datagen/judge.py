@@ -8,6 +8,11 @@ tokens and scores exp(sum of the sampled tokens' log-probs) ** (1 / (T - 1)): a 
 by zero, and the reference silently drops the sample). `geomean_score` reproduces it behind
 `score='reference_geomean'` for comparison. Samples are kept when lo <= score <= hi (default 0.5-0.7, the band
 the Genixer README reports as the most useful: higher scores are mostly easy samples).
+
+`score='answer'` is not Genixer's: round-trip consistency. The judge is asked the generated question itself and the
+score is its probability of the generated answer (teacher-forced, geometric mean over the answer's tokens, one
+forward). A judge that answers the task's questions well but was never taught Genixer's quoted Yes/No prompt can
+filter this way (the demo's judge: a 4-layer LLM that does not learn that prompt within the demo's budget).
 """
 import math
 
@@ -71,9 +76,9 @@ def left_padded_positions(mask):
     return pos.masked_fill(mask == 0, 1)
 
 
-def first_token_logits(model, data):
-    """A LEFT-padded prompt batch (inference.prompt.collate_prompts) -> the LLM's next-token logits (B, V) at the
-    last position only (no logits for the rest of the prompt)."""
+def judge_hidden(model, data):
+    """A LEFT-padded prompt batch (inference.prompt.collate_prompts) -> the decoder's last hidden states (B, L, H),
+    no LM head (callers apply it where they read logits)."""
     import torch
 
     from mg_llava.inference.generation import to_device
@@ -82,9 +87,62 @@ def first_token_logits(model, data):
         if hasattr(model, 'set_routing'):
             model.set_routing(data['attention_mask'])
         mask = data['attention_mask']
-        hidden = model.llm.get_decoder()(inputs_embeds=model.embed_inputs(data), attention_mask=mask,
-                                         position_ids=left_padded_positions(mask)).last_hidden_state
-        return model.llm.get_output_embeddings()(hidden[:, -1])
+        return model.llm.get_decoder()(inputs_embeds=model.embed_inputs(data), attention_mask=mask,
+                                       position_ids=left_padded_positions(mask)).last_hidden_state
+
+
+def first_token_logits(model, data):
+    """The LLM's next-token logits (B, V) at the last position of a left-padded prompt batch only."""
+    import torch
+    with torch.no_grad():
+        return model.llm.get_output_embeddings()(judge_hidden(model, data)[:, -1])
+
+
+def answer_logprobs(model, data, answer_lengths):
+    """Round-trip consistency: rows = prompt + the generated answer's n_b tokens at the end (left padding) ->
+    (B,) mean log-probability per answer token under the model, teacher-forced; the LM head runs on the answer
+    positions only. answer_lengths: (B,) LongTensor."""
+    import torch
+    hidden = judge_hidden(model, data)
+    B, L = data['input_ids'].shape
+    n = answer_lengths.to(hidden.device)
+    k = torch.arange(int(n.max()), device=hidden.device)
+    valid = k[None] < n[:, None]                                         # (B, m)
+    target_pos = (L - n[:, None] + k[None]).clamp(max=L - 1)            # answer token k of row b
+    rows = torch.arange(B, device=hidden.device)[:, None]
+    with torch.no_grad():
+        logp = model.llm.get_output_embeddings()(hidden[rows, target_pos - 1]).float().log_softmax(-1)
+    targets = data['input_ids'].to(hidden.device)[rows, target_pos]
+    picked = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    return (picked * valid).sum(1) / n.clamp(min=1)
+
+
+def answer_step(answer_lengths):
+    """A `predict` step for --score answer: batch -> [exp(mean log p(answer token))] (the judge's own probability
+    of the generated answer to the generated question; answer_lengths: {id: number of answer tokens})."""
+    import torch
+
+    def step(model, data):
+        n = torch.tensor([answer_lengths[i] for i in data['ids']])
+        return torch.exp(answer_logprobs(model, data, n)).tolist()
+    return step
+
+
+class AnswerPromptBuilder:
+    """question dict with 'answer' -> the prompt sample (a SampleBuilder's) with the answer's tokens appended,
+    encoded on their own without special tokens as training encodes an answer."""
+
+    def __init__(self, build, tokenizer):
+        self.build, self.tokenizer = build, tokenizer
+
+    def __call__(self, q):
+        sample = self.build(q)
+        sample['input_ids'] = list(sample['input_ids']) + answer_ids(self.tokenizer, q['answer'])
+        return sample
+
+
+def answer_ids(tokenizer, answer):
+    return tokenizer.encode(answer.strip(), add_special_tokens=False)
 
 
 def p_yes_step(tokenizer):

@@ -5,11 +5,9 @@
                                labels the learner has
         OUT/generator.json     Genixer training data from them: each short-answer turn as `Question: … Answer: …`
                                (task common, two-level instructions)
-        OUT/judge.json         the judge's Yes/No data about all the world's training images (the judge is `make
-                               demo`'s model, which learnt from all of them): the judge prompt about a true answer
-                               -> Yes, about a wrong one or about an object the image lacks -> No
         OUT/images/            the labelled images (links into WORLD/images) and M fresh images of the same world
-                               (training indices num_train.., rendered as a larger world would): nobody's labels
+                               (training indices num_train.., rendered as a larger world would): nobody's labels,
+                               and images the judge (`make demo`'s model) never saw
         OUT/unlabelled.jsonl   {id: unl_N, image: N.png} of the fresh images
         OUT/boxes.json         the world's box file + the fresh images' detector boxes
     python -m mg_llava.demo.genixer boxes BOX_FILE OUT_BOXES DATA.json [...]
@@ -26,9 +24,7 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 
-from mg_llava.datagen.judge import judge_prompt
 from mg_llava.datagen.tasks import generator_samples
 from mg_llava.demo import world as W
 from mg_llava.evaluation.loaders import YES_NO
@@ -110,59 +106,9 @@ def precision(world_dir, samples):
     return (100 * sum(h for h, _ in by_type.values()) / total if total else 0.0), by_type
 
 
-def verify_samples(world_dir, records, seed=0, absent=0.25, presence_yes=0.75):
-    """The judge's Yes/No training data from labelled records: the judge prompt about each short-answer turn with
-    its true answer (-> Yes) or, half of the time, a wrong one (-> No); and, for an `absent` fraction of the images,
-    a question about an object the image does not hold (-> No, whatever the answer): the generator's other error.
-
-    A presence QA is true when the stated yes/no matches the image: an XOR of two things, which a small model
-    trained from balanced data learns only after a long plateau (seed-dependent: measured). Stating 'yes' in a
-    `presence_yes` share makes Yes/No follow what the image shows first (Yes and No stay balanced: the world's
-    presence answers are 50/50); the flip for a stated 'no' is learnt on top of that."""
-    scenes, rng, out = Scenes(world_dir), np.random.default_rng(seed), []
-    for r in records:
-        turns = short_answer_turns(r) if r.get('image') else []
-        if not turns:
-            continue
-        pairs = []
-        for q, a in turns:
-            if ANSWER_TYPES[a][0] == 'presence':
-                shown = 'yes' if rng.random() < presence_yes else 'no'
-                pairs.append((q, shown, 'Yes' if shown == a else 'No'))
-                continue
-            wrong = [c for c in ANSWER_TYPES[a][1] if c != a]
-            pairs.append((q, a, 'Yes') if rng.random() < 0.5 else (q, wrong[rng.integers(len(wrong))], 'No'))
-        if rng.random() < absent:
-            pairs.append((*absent_object_question(scenes(r['image'])['objects'], rng), 'No'))
-        out += [{'id': f'verify_{r["id"]}_{k}', 'image': r['image'], 'task': 'verify', 'conversations': [
-            {'from': 'human', 'value': '<image>\n' + judge_prompt(q, a)}, {'from': 'gpt', 'value': said}]}
-            for k, (q, a, said) in enumerate(pairs)]
-    return out
-
-
-def absent_object_question(objects, rng):
-    """(question, answer) of a colour, shape or left/right question naming something the image does not hold."""
-    shapes, colours = {o['shape'] for o in objects}, {o['colour'] for o in objects}
-    kind = ('colour', 'shape', 'leftright')[rng.integers(3)]
-    if kind == 'colour':
-        shape = sorted(set(W.SHAPES) - shapes)[rng.integers(len(W.SHAPES) - len(shapes))]
-        return W.QUESTION_TYPES['colour'][0].format(shape=shape), list(W.COLOURS)[rng.integers(len(W.COLOURS))]
-    if kind == 'shape':
-        colour = sorted(set(W.COLOURS) - colours)[rng.integers(len(W.COLOURS) - len(colours))]
-        return W.QUESTION_TYPES['shape'][0].format(colour=colour), W.SHAPES[rng.integers(len(W.SHAPES))]
-    o = objects[rng.integers(len(objects))]
-    present = {(p['colour'], p['shape']) for p in objects}
-    absent = sorted((c, s) for c in W.COLOURS for s in W.SHAPES if (c, s) not in present and c != o['colour']
-                    and s != o['shape'])
-    c, s = absent[rng.integers(len(absent))]
-    a, b = ((o['colour'], o['shape']), (c, s))[::1 if rng.random() < 0.5 else -1]
-    q = W.QUESTION_TYPES['leftright'][0].format(colour1=a[0], shape1=a[1], colour2=b[0], shape2=b[1])
-    return q, ('left', 'right')[rng.integers(2)]
-
-
 def write_data(world_dir, out_dir, labelled=600, unlabelled=3000, seed=0):
-    """The split, the generator's and the judge's training data and the unlabelled images (module docstring).
-    Returns a dict of counts."""
+    """The split, the generator's training data and the unlabelled images (module docstring). Returns a dict of
+    counts."""
     world = Path(world_dir)
     meta = json.loads((world / 'world.json').read_text())
     records = json.loads((world / 'sft.json').read_text())
@@ -179,7 +125,6 @@ def write_data(world_dir, out_dir, labelled=600, unlabelled=3000, seed=0):
             qa.append({'id': r['id'], 'image': r['image'], 'conversations': [
                 c for q, a in turns for c in ({'from': 'human', 'value': q}, {'from': 'gpt', 'value': a})]})
     gen = generator_samples('common', qa, seed=seed, task_specific=0.5, source=f'{world}/sft.json')
-    judge = verify_samples(world, image_recs, seed=seed)
     out = Path(out_dir)
     images = out / 'images'
     images.mkdir(parents=True, exist_ok=True)
@@ -193,15 +138,13 @@ def write_data(world_dir, out_dir, labelled=600, unlabelled=3000, seed=0):
     boxes = json.loads((world / 'boxes.json').read_text()) + [{'id': u['id'], **dets[u['image']]} for u in unl]
     (out / 'labelled.json').write_text(json.dumps(lab))
     (out / 'generator.json').write_text(json.dumps(gen))
-    (out / 'judge.json').write_text(json.dumps(judge))
     (out / 'boxes.json').write_text(json.dumps(boxes))
     (out / 'unlabelled.jsonl').write_text(''.join(json.dumps(u) + '\n' for u in unl))
-    return {'labelled': len(lab), 'labelled_images': labelled, 'generator': len(gen), 'judge': len(judge),
-            'judge_images': len(image_recs), 'unlabelled': len(unl)}
+    return {'labelled': len(lab), 'labelled_images': labelled, 'generator': len(gen), 'unlabelled': len(unl)}
 
 
 def extend_boxes(box_file, records, out_path):
-    """The entries of `box_file` plus, for every record without one (generator, judge and generated samples), a
+    """The entries of `box_file` plus, for every record without one (generator and generated samples), a
     copy of its image's entry (that of the world's SFT sample `sft_N` or unlabelled image `unl_N` of N.png).
     Returns the number added."""
     entries = json.loads(Path(box_file).read_text())
@@ -260,8 +203,7 @@ def main(argv=None):
     if args.cmd == 'data':
         n = write_data(args.world_dir, args.out_dir, args.labelled, args.unlabelled, args.seed)
         print(f"labelled: {n['labelled_images']} images ({n['labelled']} samples), Genixer data from them: "
-              f"{n['generator']}; judge data: {n['judge']} Yes/No samples about the world's {n['judge_images']} "
-              f"training images; unlabelled: {n['unlabelled']} fresh images -> {args.out_dir}")
+              f"{n['generator']}; unlabelled: {n['unlabelled']} fresh images -> {args.out_dir}")
     elif args.cmd == 'boxes':
         records = [r for path in args.data for r in json.loads(Path(path).read_text())]
         n = extend_boxes(args.box_file, records, args.out)

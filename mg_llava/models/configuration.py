@@ -43,11 +43,15 @@ class MGLLaVAConfig:
     object_box_position: bool = False       # not upstream: MLP embedding of the box added to its object token
     max_new_tokens: int = 100               # generation default
     adapter_dtype: str = 'float32'          # trained adapters keep fp32 weights (AMP casts)
+    tower_dtype: Optional[str] = None       # e.g. 'bfloat16': FROZEN towers' weights in it (half the memory and
+                                            # weight traffic; they run under no_grad, AMP casts their matmuls anyway)
     supervised_only_logits: bool = True     # LM head only where a loss reads it (plain-head LLMs)
     moe: Optional[dict] = None              # mg_llava.models.moe.MoEConfig fields: up-cycle the LLM's FFNs into
                                             # routed experts (LLaVA-MoD's sparse student); None = dense
 
     def __post_init__(self):
+        if self.tower_dtype is not None and self.tower_dtype not in ('bfloat16', 'float16', 'float32'):
+            raise ValueError(f"tower_dtype must be 'bfloat16', 'float16', 'float32' or None, got {self.tower_dtype!r}")
         if self.object_pooling not in ('exact', 'fast'):
             raise ValueError(f"object_pooling must be 'exact' or 'fast', got {self.object_pooling!r}")
         if isinstance(self.vision_spec, VisionSpec):

@@ -87,6 +87,9 @@ class MGLLaVAModel(BaseModel):
                     nn.init.zeros_(self.box_position_embed.model[2].weight)
                     nn.init.zeros_(self.box_position_embed.model[2].bias)
         self.policy.apply(self)
+        if config.tower_dtype is not None:   # frozen ones only: a trained tower keeps its dtype for the optimizer
+            for tower in self.policy.frozen_towers(self):
+                tower.to(getattr(torch, config.tower_dtype))
         if pretrained_pth is not None:
             self.load_pretrained(pretrained_pth)
 
