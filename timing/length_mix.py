@@ -56,6 +56,8 @@ LLAVA665K = {
 TINY = dict(WORKLOADS['tiny'], llm=(WORKLOADS['tiny']['llm'][0], dict(hidden_size=256, num_hidden_layers=4,
                                                                        num_attention_heads=4, intermediate_size=688,
                                                                        vocab_size=1000)))
+# A packed step's rows x row length equals the padded step's worst case (8 samples x the longest), so both
+# modes may use the same activation memory.
 SETTINGS = {  # workload, samples, padded batch, packed row length, rows per packed step, text scale
     'tiny': dict(workload=TINY, samples=256, batch_size=8, max_packed_length=256, rows=8, scale=1 / 8),
     'B': dict(workload=WORKLOADS['B'], samples=256, batch_size=8, max_packed_length=4096, rows=2, scale=1.0),
