@@ -308,3 +308,33 @@ def test_tower_dtype_casts_frozen_towers_only_and_trains():
     assert {p.dtype for p in trained_vit.visual_encoder.parameters()} == {torch.float32}
     with pytest.raises(ValueError, match='tower_dtype'):
         tiny_model(tower_dtype='bf16')
+
+
+def test_llm_kernels_liger_is_validated_and_names_its_dependency():
+    """llm_kernels: only 'liger'; without liger-kernel (this CPU venv) a clear error naming it; never saved with
+    the weights (an export must load on a host without CUDA). The fused path itself: the GPU test below."""
+    with pytest.raises(ValueError, match='llm_kernels'):
+        tiny_model(llm_kernels='fused')
+    import importlib.util
+    if importlib.util.find_spec('liger_kernel') is None:
+        with pytest.raises(ImportError, match='liger-kernel'):
+            tiny_model(llm_kernels='liger')
+    from mg_llava.models import MGLLaVAConfig
+    cfg = MGLLaVAConfig(llm='x', visual_encoder='y', llm_kernels='liger')
+    assert cfg.to_dict()['llm_kernels'] is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU (liger-kernel is Triton)')
+def test_liger_kernels_give_the_plain_loss_and_gradients_on_gpu():
+    pytest.importorskip('liger_kernel')
+    samples = [make_sample(3, 4, n_obj=2, seed=31), make_sample(2, 5, image=False, seed=32)]
+    batch = {k: (v.cuda() if isinstance(v, torch.Tensor) else v)
+             for k, v in mg_llava_collate_fn(samples, return_hf_format=True).items()}
+    out = []
+    for kernels in (None, 'liger'):
+        model = tiny_model(freeze_llm=False, llm_kernels=kernels).cuda().train()
+        loss = model(batch, mode='loss')['loss']
+        loss.backward()
+        out.append((loss.detach(), model.projector.model[0].weight.grad.clone()))
+    torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out[1][1], out[0][1], rtol=1e-3, atol=1e-5)

@@ -73,7 +73,8 @@ def parse_args(argv=None):
     p.add_argument('--activation-checkpointing', action='store_true', help='on the LLM (our model does LLM only)')
     p.add_argument('--object-pooling', choices=['exact', 'fast'], default='exact')
     p.add_argument('--compile', action='store_true', help='torch.compile each LLM decoder layer')
-    p.add_argument('--liger', action='store_true', help='liger-kernel RoPE/RMSNorm/SwiGLU/fused-linear-CE (CUDA)')
+    p.add_argument('--liger', action='store_true', help="llm_kernels='liger': fused RoPE/RMSNorm/SwiGLU and LM head + "
+                                                        'cross-entropy (CUDA, liger-kernel installed)')
     p.add_argument('--adapter-dtype', choices=['fp32', 'bf16'], default='fp32',
                    help='trained projector/fuse/bbox_projector weights (the model would give them the tower '
                         'dtype, bf16 here; upstream trains them in fp32)')
@@ -86,14 +87,12 @@ def parse_args(argv=None):
     return args
 
 
-def apply_liger(llm_cls):
-    try:
-        from liger_kernel.transformers import apply_liger_kernel_to_llama, apply_liger_kernel_to_qwen2
-    except ImportError:
+def liger_available():
+    """The model applies it (MGLLaVAConfig.llm_kernels='liger'); here only: is it installed?"""
+    import importlib.util
+    if importlib.util.find_spec('liger_kernel') is None:
         log('liger_kernel is not installed: running without it')
         return False
-    fn = apply_liger_kernel_to_llama if llm_cls is LlamaConfig else apply_liger_kernel_to_qwen2
-    fn(rope=True, rms_norm=True, swiglu=True, fused_linear_cross_entropy=True)  # patches classes: before building
     return True
 
 
@@ -101,7 +100,7 @@ def build_model(w, args, dev):
     """Random-init LLM and towers of the workload's sizes, built directly on `dev`."""
     tower_dtype = torch.bfloat16 if dev.type == 'cuda' else torch.float32
     llm_cls, llm_kw = w['llm']
-    liger = args.liger and dev.type == 'cuda' and apply_liger(llm_cls)
+    liger = args.liger and dev.type == 'cuda' and liger_available()
     torch.manual_seed(0)
     with torch.device(dev):
         llm = AutoModelForCausalLM.from_config(llm_cls(**llm_kw), torch_dtype=torch.bfloat16 if dev.type == 'cuda'
@@ -112,7 +111,7 @@ def build_model(w, args, dev):
         aux = ConvNeXtTower(name, model_kwargs=kw).to(tower_dtype)
         model = MGLLaVAModel(llm=llm, visual_encoder=vit, visual_encoder_aux=aux, freeze_llm=not w['train_llm'],
                              use_activation_checkpointing=args.activation_checkpointing,
-                             object_pooling=args.object_pooling)
+                             object_pooling=args.object_pooling, llm_kernels='liger' if liger else None)
     if args.adapter_dtype == 'fp32':
         for m in (model.projector, model.fuse_module, model.bbox_projector):
             m.float()

@@ -35,6 +35,20 @@ def _holds_experts(folder):
     return False
 
 
+def apply_llm_kernels(llm, kernels):
+    """kernels='liger': liger-kernel's fused RMSNorm, RoPE and SwiGLU patched into this LLM instance (its model
+    type's patch: Llama, Mistral, Qwen2, Phi-3, ...). The LM head + loss fusion is applied by the model's loss
+    (losses.fused_linear_ce), which reads logits at the supervised positions only."""
+    try:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+    except ImportError as e:
+        raise ImportError(f"llm_kernels='liger' needs liger-kernel (pip install liger-kernel; Triton on a CUDA GPU): "
+                          f'{e}') from None
+    base = llm.get_base_model() if hasattr(llm, 'get_base_model') else llm
+    _apply_liger_kernel_to_instance(model=base, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                    fused_linear_cross_entropy=False)
+
+
 def build_llm(config):
     if not _is_path(config.llm):
         return build_from_dict(config.llm)

@@ -43,6 +43,9 @@ class MGLLaVAConfig:
     object_box_position: bool = False       # not upstream: MLP embedding of the box added to its object token
     max_new_tokens: int = 100               # generation default
     adapter_dtype: str = 'float32'          # trained adapters keep fp32 weights (AMP casts)
+    llm_kernels: Optional[str] = None       # 'liger': liger-kernel's fused RMSNorm/RoPE/SwiGLU in the LLM and fused
+                                            # LM head + cross-entropy in the loss (CUDA; pip install liger-kernel);
+                                            # training only, not saved with the weights
     tower_dtype: Optional[str] = None       # e.g. 'bfloat16': FROZEN towers' weights in it (half the memory and
                                             # weight traffic; they run under no_grad, AMP casts their matmuls anyway)
     supervised_only_logits: bool = True     # LM head only where a loss reads it (plain-head LLMs)
@@ -50,6 +53,8 @@ class MGLLaVAConfig:
                                             # routed experts (LLaVA-MoD's sparse student); None = dense
 
     def __post_init__(self):
+        if self.llm_kernels not in (None, 'liger'):
+            raise ValueError(f"llm_kernels must be None or 'liger', got {self.llm_kernels!r}")
         if self.tower_dtype is not None and self.tower_dtype not in ('bfloat16', 'float16', 'float32'):
             raise ValueError(f"tower_dtype must be 'bfloat16', 'float16', 'float32' or None, got {self.tower_dtype!r}")
         if self.object_pooling not in ('exact', 'fast'):
@@ -88,6 +93,7 @@ class MGLLaVAConfig:
             out[key] = source_path(getattr(self, key))
         out['template'] = template_name(self.template) or _plain(resolve_template(self.template))
         out['llm_kwargs'] = None   # an export holds merged / fp16 weights: no re-quantisation on load
+        out['llm_kernels'] = None  # a training-time choice: the export loads on any host (liger needs CUDA)
         return _plain(out)
 
 

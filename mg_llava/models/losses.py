@@ -47,18 +47,40 @@ def next_token_ce(logits, targets):
     return F.cross_entropy(logits, targets)
 
 
-def global_token_mean_ce(logits, targets):
-    """Cross-entropy for packed batches under data parallelism: this rank's summed token losses divided by the mean
-    supervised-token count per rank, so that DDP's average of the ranks' gradients equals the gradient of the token
-    mean over every rank's tokens (packed rows hold different numbers of supervised tokens; a per-rank mean would
-    weigh a rank's tokens by 1 / its own count). The count is all-reduced on the device (no host sync). One process:
-    exactly next_token_ce."""
+def _data_parallel():
     import torch.distributed as dist
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return next_token_ce(logits, targets)
-    count = (targets != IGNORE_INDEX).sum().to(logits.dtype if logits.is_floating_point() else torch.float32)
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def global_token_mean(loss_sum, targets):
+    """loss_sum (this rank's summed token losses) / the mean supervised-token count per rank, so that DDP's average
+    of the ranks' gradients equals the gradient of the token mean over every rank's tokens. Packed rows hold
+    different numbers of supervised tokens: a per-rank mean would weigh a rank's tokens by 1 / its own count. The
+    count is all-reduced on the device (no host sync)."""
+    import torch.distributed as dist
+    count = (targets != IGNORE_INDEX).sum().to(loss_sum.dtype)
     dist.all_reduce(count)
-    return F.cross_entropy(logits, targets, reduction='sum') * dist.get_world_size() / count.clamp(min=1)
+    return loss_sum * dist.get_world_size() / count.clamp(min=1)
+
+
+def global_token_mean_ce(logits, targets):
+    """Cross-entropy for packed batches under data parallelism (global_token_mean); one process: next_token_ce."""
+    if not _data_parallel():
+        return next_token_ce(logits, targets)
+    return global_token_mean(F.cross_entropy(logits, targets, reduction='sum'), targets)
+
+
+def fused_linear_ce(head, hidden, index, targets, global_mean=False):
+    """`llm_kernels='liger'`: liger-kernel's fused LM head + cross-entropy over the supervised rows only (chunked:
+    neither (N, V) logits nor their gradient are materialised). hidden, index, targets as logits_at/targets_at;
+    global_mean: the packed-batch token mean over all ranks. Needs liger-kernel (Triton, CUDA)."""
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+    rows = _rows(hidden, index)
+    bias = getattr(head, 'bias', None)
+    if global_mean and _data_parallel():
+        loss_sum = LigerFusedLinearCrossEntropyLoss(reduction='sum')(head.weight, rows, targets, bias)
+        return global_token_mean(loss_sum, targets)
+    return LigerFusedLinearCrossEntropyLoss()(head.weight, rows, targets, bias)
 
 
 def wants_router_logits(llm):

@@ -27,7 +27,8 @@ from mg_llava.data.geometry import geometry_errors, tower_name
 from mg_llava.data.packing import llm_attention_inputs
 
 from . import export, losses
-from .components import build_llm, build_tokenizer, build_visual_encoder, build_visual_encoder_aux
+from .components import (apply_llm_kernels, build_llm, build_tokenizer, build_visual_encoder,
+                         build_visual_encoder_aux)
 from .configuration import MGLLaVAConfig
 from .fusion import ConvGateFusion
 from .object_pooling import pool_object_features
@@ -62,6 +63,8 @@ class MGLLaVAModel(BaseModel):
         if config.moe is not None:   # outside LoadWoInit: the new routers need their default init
             from .moe import MoEConfig, upcycle
             self.moe_layers = upcycle(self.llm, MoEConfig(**config.moe))
+        if config.llm_kernels is not None:
+            apply_llm_kernels(self.llm, config.llm_kernels)
         self.tokenizer = build_tokenizer(config)
         self.template = config.prompt_template
         self.llm.config.use_cache = False
@@ -317,8 +320,12 @@ class MGLLaVAModel(BaseModel):
                                 **llm_attention_inputs(self.llm, data, embeds.dtype)).loss
             return {'loss': loss, **self._upcycled_router_loss()}
         hidden, aux = self.forward_hidden(data)
-        # packed rows: the token mean over all ranks' tokens (losses.global_token_mean_ce); unpacked: xtuner's
+        # packed rows: the token mean over all ranks' tokens (losses.global_token_mean); unpacked: xtuner's
         # per-rank mean, unchanged
-        ce_fn = losses.global_token_mean_ce if data.get('sequence_ids') is not None else losses.next_token_ce
-        ce = ce_fn(self.lm_logits_at(hidden, idx), losses.targets_at(data['labels'], idx))
+        packed, targets = data.get('sequence_ids') is not None, losses.targets_at(data['labels'], idx)
+        if self.config.llm_kernels == 'liger':
+            ce = losses.fused_linear_ce(self.llm.get_output_embeddings(), hidden, idx, targets, global_mean=packed)
+        else:
+            ce_fn = losses.global_token_mean_ce if packed else losses.next_token_ce
+            ce = ce_fn(self.lm_logits_at(hidden, idx), targets)
         return {'loss': ce, **aux}
