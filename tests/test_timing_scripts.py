@@ -82,3 +82,14 @@ def test_gpu_check_script_plumbing_in_smoke_mode(tmp_path):
     lines = [json.loads(ln) for ln in (tmp_path / 'gpu_check.jsonl').read_text().splitlines()]
     assert {r['check'] for r in lines} == {'train_step', 'length_mix', 'eval_generate'}
     assert not [r for r in lines if 'error' in r], lines
+
+
+def test_dataloader_timing_tiny_runs_the_real_preprocessing():
+    """timing/dataloader.py --tiny: real vision sizes (336 + 768 px, 30 boxes, 576 image tokens) through
+    MGLLaVADataset and the collate; one JSON line."""
+    env = dict(os.environ, HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1', TOKENIZERS_PARALLELISM='false')
+    proc = subprocess.run([sys.executable, str(SCRIPT.parent / 'dataloader.py'), '--tiny'], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=SCRIPT.parents[1])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (r,) = [json.loads(ln) for ln in proc.stdout.splitlines()]
+    assert r['images'] == 8 and r['samples_per_s_per_process'] > 0 and r['seq_len'] > 576

@@ -23,6 +23,8 @@ train_dataloader.dataset.update(data_path='data/llava_data/LLaVA-Instruct-150K/l
 # Assigned, not update()d: ConfigDict.update merges nested dicts and would keep DefaultSampler's `shuffle`,
 # which LengthGroupedSampler does not accept. per_device_batch_size = batch_size x accumulation (filled in).
 train_dataloader.sampler = dict(type=LengthGroupedSampler, length_property='modality_length')
+# Packing (README "Packing"): train_dataloader.dataset.update(pack_to_max_length=True, max_packed_length=4096) with
+# batch_size counting rows; off until GPU figures (timing/gpu_check.sh) say where it pays.
 
 #######################################################################
 #                    PART 3  Scheduler & Optimizer                    #
