@@ -9,7 +9,9 @@
 # generated samples are mixed into, its pretrained_pth the stage-1 checkpoint. IMAGES: unlabelled images (a folder,
 # or a jsonl of {id, image} with IMAGE_FOLDER). Environment (defaults):
 #   TASK=agnostic  TEMPERATURE=0.2  GEN_SEED=0  MAX_NEW_TOKENS=256     generation (tools/generate_data.py)
-#   JUDGE=<the generator's export>  BAND="0.5 0.7"                      judge filter (tools/filter_data.py judge)
+#   JUDGE=<the generator's export>  BAND="0.5 0.7"  JUDGE_SCORE=p_yes   judge filter (tools/filter_data.py judge;
+#                                                                       JUDGE may be a transformers VLM folder,
+#                                                                       JUDGE_SCORE=answer: round trip)
 #   NUM=8000 (or "all")  MIX_SEED=0                                     mixing (tools/mix_data.py)
 #   BOX_FILE=<detector boxes of IMAGES>                                 MG-LLaVA: object tokens at generation,
 #                                                                       judging and in the mix's box file
@@ -51,10 +53,10 @@ run_tool generate_data.py "$GENERATOR" --images "$IMAGES" "${IMG_ARGS[@]}" "${BO
 test -f "$WORK_DIR/generated.json" || { echo "genixer_pipeline: generation failed" >&2; exit 1; }
 ROOT=${IMAGE_FOLDER:-$IMAGES}; [ -d "$IMAGES" ] || ROOT=${IMAGE_FOLDER:-$(dirname "$IMAGES")}
 
-echo "== [3/7] judge filter: ${JUDGE:-$GENERATOR}, band ${BAND:-0.5 0.7}"
+echo "== [3/7] judge filter: ${JUDGE:-$GENERATOR}, ${JUDGE_SCORE:-p_yes} in ${BAND:-0.5 0.7}"
 # shellcheck disable=SC2086
 run_tool filter_data.py judge "${JUDGE:-$GENERATOR}" --data "$WORK_DIR/generated.json" --image-folder "$ROOT" \
-  "${BOX_ARGS[@]}" --band ${BAND:-0.5 0.7} --out "$WORK_DIR/kept.json" --no-progress
+  "${BOX_ARGS[@]}" --band ${BAND:-0.5 0.7} --score "${JUDGE_SCORE:-p_yes}" --out "$WORK_DIR/kept.json" --no-progress
 test -f "$WORK_DIR/kept.json" || { echo "genixer_pipeline: the judge filter failed" >&2; exit 1; }
 
 echo "== [4/7] mix into the SFT data of $SFT_CFG"
