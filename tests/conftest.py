@@ -58,6 +58,21 @@ def single_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope='session')
+def interrupt_at():
+    """interrupt_at(fn, n) -> fn that raises KeyboardInterrupt on its n-th call: a run killed mid-way (resume tests)."""
+    def wrap(fn, n):
+        calls = {'n': 0}
+
+        def wrapped(*a, **k):
+            calls['n'] += 1
+            if calls['n'] == n:
+                raise KeyboardInterrupt
+            return fn(*a, **k)
+        return wrapped
+    return wrap
+
+
 @pytest.fixture(scope='module')
 def random_model(tiny_assets):
     """build_random_model(tiny_assets) in eval mode, one per test module (tests may patch it: module scope)."""

@@ -75,7 +75,7 @@ def test_select_keeps_the_band_and_says_yes_in_reference_mode():
 
 
 def test_judge_p_yes_is_the_hand_computed_forward_and_resumes(tool, random_export, generated, tiny_world, tmp_path,
-                                                             monkeypatch):
+                                                             monkeypatch, interrupt_at):
     from mg_llava.evaluation.loop import SampleBuilder
     from mg_llava.inference.prompt import collate_prompts
     from mg_llava.models import MGLLaVAModel
@@ -104,19 +104,8 @@ def test_judge_p_yes_is_the_hand_computed_forward_and_resumes(tool, random_expor
     kept = json.loads((tmp_path / 'b' / 'kept.json').read_text())
     assert [k['id'] for k in kept] == [t['id'] for t in table if lo <= t['judge_score'] <= hi] and len(kept) >= 2
     # interrupted after one batch, resumed: the same files
-    calls = {'n': 0}
     real_step = J.p_yes_step
-
-    def dying_step(tokenizer):
-        inner = real_step(tokenizer)
-
-        def step(model, data):
-            calls['n'] += 1
-            if calls['n'] == 2:
-                raise KeyboardInterrupt
-            return inner(model, data)
-        return step
-    monkeypatch.setattr(J, 'p_yes_step', dying_step)
+    monkeypatch.setattr(J, 'p_yes_step', lambda tokenizer: interrupt_at(real_step(tokenizer), 2))
     cut = tmp_path / 'c' / 'kept.json'
     with pytest.raises(KeyboardInterrupt):
         tool.main(args + ['--out', str(cut)])
@@ -193,7 +182,7 @@ def test_filter_bad_input_is_named(tool, random_export, tiny_world, tmp_path):
                    '--out', str(tmp_path / 'o.json')])
 
 
-def test_clip_filter_resumes_after_an_interruption(tool, tmp_path, monkeypatch):
+def test_clip_filter_resumes_after_an_interruption(tool, tmp_path, monkeypatch, interrupt_at):
     from PIL import Image
 
     from mg_llava.datagen import clip_filter
@@ -207,14 +196,8 @@ def test_clip_filter_resumes_after_an_interruption(tool, tmp_path, monkeypatch):
     args = ['clip', clip_dir, '--data', str(tmp_path / 'rec.json'), '--image-folder', str(tmp_path),
             '--batch-size', '2', '--threshold', '-100']
     tool.main(args + ['--out', str(tmp_path / 'a' / 'kept.json')])
-    real, calls = clip_filter.clip_scores, {'n': 0}
-
-    def dies_on_the_second_batch(*a, **k):
-        calls['n'] += 1
-        if calls['n'] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-    monkeypatch.setattr(clip_filter, 'clip_scores', dies_on_the_second_batch)
+    real = clip_filter.clip_scores
+    monkeypatch.setattr(clip_filter, 'clip_scores', interrupt_at(real, 2))
     with pytest.raises(KeyboardInterrupt):
         tool.main(args + ['--out', str(tmp_path / 'b' / 'kept.json')])
     partial = tmp_path / 'b' / 'kept.json.parts' / 'clip_predictions.partial.rank0.jsonl'

@@ -64,7 +64,7 @@ def test_questions_carry_the_seeded_template_and_samples_parse(tmp_path):
 
 
 def test_generation_is_reproducible_and_resumes_after_an_interruption(tool, random_export, tiny_world, tmp_path,
-                                                                     monkeypatch, capsys):
+                                                                     monkeypatch, capsys, interrupt_at):
     from mg_llava.evaluation import loop
     first = tmp_path / 'a' / 'gen.json'
     _run(tool, random_export, tiny_world, first)
@@ -79,15 +79,8 @@ def test_generation_is_reproducible_and_resumes_after_an_interruption(tool, rand
     _run(tool, random_export, tiny_world, tmp_path / 'c' / 'gen.json', '--seed', '1')
     assert (tmp_path / 'c' / 'gen.rejects.jsonl').read_bytes() != open(str(first)[:-5] + '.rejects.jsonl', 'rb').read()
 
-    calls = {'n': 0}
     real = loop.generate
-
-    def dies_on_the_third_batch(*a, **k):
-        calls['n'] += 1
-        if calls['n'] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-    monkeypatch.setattr(loop, 'generate', dies_on_the_third_batch)
+    monkeypatch.setattr(loop, 'generate', interrupt_at(real, 3))
     cut = tmp_path / 'd' / 'gen.json'
     with pytest.raises(KeyboardInterrupt):
         _run(tool, random_export, tiny_world, cut)
